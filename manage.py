@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Operator commands: migrate, create-client, scheduler, standalone."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent
+
+
+@click.group()
+def cli() -> None:
+    """Job scheduler management commands."""
+
+
+def _settings():
+    from scheduler_app.config import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from exc
+
+
+def run_migrations(database_url: str, revision: str = "head") -> None:
+    """Bring the database schema to ``revision`` with Alembic."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    config.attributes["skip_logging"] = True
+    command.upgrade(config, revision)
+
+
+@cli.command()
+@click.option("--revision", default="head", show_default=True)
+def migrate(revision: str) -> None:
+    """Apply database migrations."""
+    run_migrations(_settings().database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@cli.command("create-client")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["submitter", "operator", "admin"]),
+    default="submitter",
+    show_default=True,
+)
+def create_client(name: str, role: str) -> None:
+    """Create an API client and print its credentials (the secret is shown only once)."""
+    from scheduler_app.db import make_engine, make_session_factory
+    from scheduler_app.services.clients import ClientService
+
+    engine = make_engine(_settings(), pool_size=1)
+    client, secret = ClientService(make_session_factory(engine)).create(name, role)
+    engine.dispose()
+    click.echo(
+        json.dumps(
+            {
+                "client_id": client.client_id,
+                "client_secret": secret,
+                "role": client.role,
+                "name": client.name,
+                "id": str(client.id),
+            }
+        )
+    )
+
+
+@cli.command()
+def scheduler() -> None:
+    """Run the scheduler: release delayed tasks, re-publish lost ones."""
+    from scheduler_app.logs import configure_logging
+    from scheduler_app.scheduler import Scheduler
+
+    settings = _settings()
+    configure_logging(settings)
+    process = Scheduler(settings)
+    process.install_signal_handlers()
+    process.run()
+
+
+@cli.command()
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--data-dir", default=".standalone", show_default=True, type=click.Path())
+@click.option("--no-flower", is_flag=True, help="Do not start Flower.")
+def standalone(port: int, data_dir: str, no_flower: bool) -> None:
+    """Start API, worker, scheduler and Flower on embedded (or configured) Postgres and Redis."""
+    from scheduler_app.standalone import run_standalone
+
+    sys.exit(run_standalone(port=port, data_dir=Path(data_dir).resolve(), flower=not no_flower))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,158 @@
+"""Schemas of the tasks resource: the single source of validation and of the OpenAPI spec."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from webargs.fields import DelimitedList
+
+from scheduler_app.api.fields import JsonList, JsonObject, Text
+from scheduler_app.states import TaskStatus
+
+NAME = validate.Length(min=1, max=200)
+NOTIFY_EVENTS = ["succeeded", "failed", "cancelled"]
+MAX_DELAY = 366 * 86400
+
+
+class RetrySchema(Schema):
+    max_retries = fields.Integer(strict=True, validate=validate.Range(0, 100))
+    backoff = fields.Float(validate=validate.Range(0, 86400), allow_nan=False)
+    backoff_max = fields.Float(validate=validate.Range(0, 7 * 86400), allow_nan=False)
+    jitter = fields.Boolean()
+
+    @validates_schema
+    def _cap_not_below_base(self, data, **_):
+        if "backoff" in data and "backoff_max" in data and data["backoff_max"] < data["backoff"]:
+            raise ValidationError("must not be lower than backoff", "backoff_max")
+
+
+class NotifySchema(Schema):
+    webhook = fields.Url(schemes={"http", "https"}, require_tld=False)
+    email = fields.Email()
+    on = fields.List(
+        fields.String(validate=validate.OneOf(NOTIFY_EVENTS)),
+        load_default=lambda: list(NOTIFY_EVENTS),
+    )
+
+    @validates_schema
+    def _has_target(self, data, **_):
+        if not data.get("webhook") and not data.get("email"):
+            raise ValidationError("give a webhook URL or an email address", "webhook")
+
+
+class TaskCreateSchema(Schema):
+    task = Text(required=True, validate=NAME, metadata={"example": "demo.echo"})
+    args = JsonList(load_default=list)
+    kwargs = JsonObject(load_default=dict)
+    queue = Text(validate=validate.Length(min=1, max=100))
+    priority = fields.Integer(
+        strict=True,
+        load_default=5,
+        validate=validate.Range(0, 9),
+        metadata={"description": "0..9, higher runs first"},
+    )
+    delay = fields.Float(
+        validate=validate.Range(0, MAX_DELAY),
+        allow_nan=False,
+        metadata={"description": "seconds from now"},
+    )
+    run_at = fields.AwareDateTime(default_timezone=UTC)
+    retry = fields.Nested(RetrySchema)
+    timeout = fields.Float(validate=validate.Range(0, 86400, min_inclusive=False), allow_nan=False)
+    expires_at = fields.AwareDateTime(default_timezone=UTC)
+    idempotency_key = Text(validate=validate.Length(min=1, max=255))
+    notify = fields.Nested(NotifySchema)
+    tags = fields.List(
+        Text(validate=validate.Length(min=1, max=100)),
+        validate=validate.Length(max=20),
+        load_default=list,
+    )
+
+    @validates_schema
+    def _one_time(self, data, **_):
+        if data.get("delay") is not None and data.get("run_at") is not None:
+            raise ValidationError("give delay or run_at, not both", "delay")
+
+
+class TaskBatchSchema(Schema):
+    tasks = fields.List(
+        fields.Nested(TaskCreateSchema), required=True, validate=validate.Length(min=1, max=1000)
+    )
+
+
+class ErrorSchema(Schema):
+    type = fields.String()
+    message = fields.String()
+
+
+class TaskSchema(Schema):
+    id = fields.UUID()
+    task = fields.String()
+    args = fields.Raw()
+    kwargs = fields.Raw()
+    queue = fields.String()
+    priority = fields.Integer()
+    status = fields.String(metadata={"enum": [s.value for s in TaskStatus]})
+    attempts = fields.Integer()
+    max_retries = fields.Integer()
+    retry = fields.Method("_retry")
+    timeout = fields.Float(allow_none=True)
+    run_at = fields.DateTime()
+    expires_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    result = fields.Raw(allow_none=True)
+    error = fields.Method("_error", allow_none=True)
+    owner = fields.UUID(attribute="owner_id")
+    idempotency_key = fields.String(allow_none=True)
+    notify = fields.Raw(allow_none=True)
+    workflow_id = fields.UUID(allow_none=True)
+    node_id = fields.String(allow_none=True)
+    schedule_id = fields.UUID(allow_none=True)
+    replay_of = fields.UUID(allow_none=True)
+    tags = fields.List(fields.String())
+
+    def _error(self, task):
+        if not task.error_type:
+            return None
+        return {"type": task.error_type, "message": task.error_message}
+
+    def _retry(self, task):
+        return {
+            "max_retries": task.max_retries,
+            "backoff": task.backoff,
+            "backoff_max": task.backoff_max,
+            "jitter": task.jitter,
+        }
+
+
+class TaskListSchema(Schema):
+    items = fields.List(fields.Nested(TaskSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class TaskBatchResultSchema(Schema):
+    items = fields.List(fields.Nested(TaskSchema))
+
+
+class TaskQuerySchema(Schema):
+    status = DelimitedList(fields.String(validate=validate.OneOf([s.value for s in TaskStatus])))
+    task = Text(validate=NAME)
+    queue = Text(validate=validate.Length(min=1, max=100))
+    tag = Text(validate=validate.Length(min=1, max=100))
+    workflow_id = fields.UUID()
+    schedule_id = fields.UUID()
+    created_after = fields.AwareDateTime(default_timezone=UTC)
+    created_before = fields.AwareDateTime(default_timezone=UTC)
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
+    cursor = Text(validate=validate.Length(min=1, max=200))
+
+
+class EventSchema(Schema):
+    at = fields.DateTime()
+    status = fields.String()
+    attempt = fields.Integer()
+    worker = fields.String(allow_none=True)
+    detail = fields.String(allow_none=True)

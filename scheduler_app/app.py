@@ -1,0 +1,125 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis
+from flask import Flask, g, request
+from flask_smorest import Api
+from prometheus_flask_exporter import PrometheusMetrics
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from scheduler_app.api import auth, health, tasks
+from scheduler_app.api.problems import problem, register_error_handlers
+from scheduler_app.api.security import init_jwt
+from scheduler_app.config import Settings, load_settings
+from scheduler_app.db import make_engine, make_session_factory
+from scheduler_app.logs import bind_context, configure_logging
+from scheduler_app.services.clients import ClientService
+from scheduler_app.services.dispatch import Dispatcher, make_producer_app
+from scheduler_app.services.tasks import TaskService
+from scheduler_app.task_types import TaskType, load_task_modules
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+
+
+@dataclass
+class Extension:
+    """Everything the views reach through ``current_app.extensions["scheduler"]``."""
+
+    settings: Settings
+    engine: Engine
+    redis: redis.Redis
+    types: dict[str, TaskType]
+    tasks: TaskService
+    clients: ClientService
+    dispatcher: Dispatcher
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """Build the API app; nothing connects until the first request."""
+    settings = settings or load_settings(overrides or None)
+    configure_logging(settings)
+    app = Flask("scheduler_app")
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        JWT_SECRET_KEY=settings.jwt_secret,
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=settings.refresh_token_ttl),
+        JWT_TOKEN_LOCATION=["headers"],
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="Job Scheduler API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                }
+            }
+        },
+    )
+    engine = make_engine(settings)
+    sessions = make_session_factory(engine)
+    dispatcher = Dispatcher(make_producer_app(settings))
+    types = load_task_modules(settings.task_modules)
+    app.extensions["scheduler"] = Extension(
+        settings=settings,
+        engine=engine,
+        redis=redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5),
+        types=types,
+        tasks=TaskService(sessions, dispatcher, settings, types),
+        clients=ClientService(sessions),
+        dispatcher=dispatcher,
+    )
+
+    init_jwt(app)
+    api = Api(app)
+    for module in (health, auth, tasks):
+        api.register_blueprint(module.blp)
+    register_error_handlers(app)
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc: OperationalError):
+        app.logger.error("database unavailable: %s", exc.orig)
+        return problem(
+            503,
+            "Service unavailable",
+            "the database is not answering",
+            code="service-unavailable",
+            headers={"Retry-After": "5"},
+        )
+
+    PrometheusMetrics(app, path="/metrics", group_by="url_rule", defaults_prefix="scheduler_api")
+    _request_ids(app)
+    return app
+
+
+def _request_ids(app: Flask) -> None:
+    @app.before_request
+    def _take_request_id():
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.log_context = bind_context(request_id=g.request_id)
+        g.log_context.__enter__()
+
+    @app.after_request
+    def _give_request_id(response):
+        response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        return response
+
+    @app.teardown_request
+    def _unbind(_exc):
+        context = g.pop("log_context", None)
+        if context is not None:
+            context.__exit__(None, None, None)

@@ -1,0 +1,163 @@
+"""One configuration loader: typed defaults -> YAML profile -> SCHEDULER_* environment -> overrides.
+
+Nothing here runs at import time; entry points call :func:`load_settings` once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+ENV_PREFIX = "SCHEDULER_"
+DEFAULT_SECRET = "dev-insecure-secret-change-me-not-for-production"
+
+
+class ConfigError(Exception):
+    """Configuration is missing, malformed or unsafe for the chosen profile."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the platform, with its typed default."""
+
+    profile: str = "development"
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/scheduler"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = ""  # empty: results live in Postgres only
+    secret_key: str = DEFAULT_SECRET
+    jwt_secret: str = DEFAULT_SECRET
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 86400
+    max_body_bytes: int = 1_048_576
+    max_batch: int = 1000
+    result_max_bytes: int = 65_536
+    default_queue: str = "default"
+    queues: tuple[str, ...] = ("default", "high", "low")
+    task_modules: tuple[str, ...] = ("tasks.demo", "tasks.http")
+    # A task due within the look-ahead is published with an ETA; later ones wait in Postgres.
+    lookahead_seconds: float = 10.0
+    promoter_interval: float = 0.25
+    reconciler_interval: float = 15.0
+    # A queued task absent from Redis on two scans this far apart is published again.
+    reconcile_grace_seconds: float = 10.0
+    visibility_timeout: int = 600
+    default_max_retries: int = 3
+    default_backoff: float = 1.0
+    default_backoff_max: float = 300.0
+    default_jitter: bool = True
+    worker_concurrency: int = 2
+    log_level: str = "INFO"
+    log_json: bool = True
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict of all settings (secrets included; never log it whole)."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, raw: Any, kind: Any) -> Any:
+    kind_text = str(kind)
+    try:
+        if kind is bool or kind_text == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if kind is int or kind_text == "int":
+            return int(raw)
+        if kind is float or kind_text == "float":
+            return float(raw)
+        if kind_text.startswith("tuple"):
+            if isinstance(raw, str):
+                text = raw.strip()
+                items = json.loads(text) if text.startswith("[") else text.split(",")
+            else:
+                items = list(raw)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {exc}") from exc
+
+
+def _read_profile(profile: str) -> dict[str, Any]:
+    path = PROFILE_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown profile {profile!r} (no {path.name})")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile {profile!r} must be a mapping")
+    return data
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build validated settings; raises ConfigError on unknown keys, bad values, weak secrets."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    profile = overrides.get("profile") or environ.get(f"{ENV_PREFIX}PROFILE") or "development"
+    hints = get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)}
+
+    values: dict[str, Any] = {}
+    for source_name, source in (("profile " + profile, _read_profile(profile)),):
+        unknown = set(source) - known
+        if unknown:
+            raise ConfigError(f"{source_name}: unknown settings {sorted(unknown)}")
+        values.update(source)
+    extra_file = environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    if extra_file:
+        data = yaml.safe_load(Path(extra_file).read_text()) or {}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{extra_file}: unknown settings {sorted(unknown)}")
+        values.update(data)
+    for name in known:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = environ[env_name]
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown settings {sorted(unknown)}")
+    values.update(overrides)
+    values["profile"] = profile
+
+    typed = {name: _coerce(name, raw, hints[name]) for name, raw in values.items()}
+    settings = Settings(**typed)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if not settings.database_url.startswith("postgresql"):
+        raise ConfigError("database_url must be a PostgreSQL URL")
+    if not settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+        raise ConfigError("broker_url must be a Redis URL")
+    if settings.lookahead_seconds * 4 > settings.visibility_timeout:
+        raise ConfigError("lookahead_seconds must stay well below visibility_timeout")
+    if settings.default_queue not in settings.queues:
+        raise ConfigError(f"default_queue {settings.default_queue!r} is not in queues")
+    if settings.profile == "production":
+        for name in ("secret_key", "jwt_secret"):
+            value = getattr(settings, name)
+            if value == DEFAULT_SECRET or len(value) < 32:
+                raise ConfigError(
+                    f"production refuses to start: set SCHEDULER_{name.upper()} "
+                    "to a random value of at least 32 characters"
+                )
+
+
+__all__ = ["ConfigError", "Settings", "load_settings"]

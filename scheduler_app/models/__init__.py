@@ -1,0 +1,8 @@
+"""SQLAlchemy models of the ledger."""
+
+from scheduler_app.models.base import Base
+from scheduler_app.models.client import Client, RevokedToken
+from scheduler_app.models.counter import Counter
+from scheduler_app.models.task import Run, Task, TaskEvent
+
+__all__ = ["Base", "Client", "Counter", "RevokedToken", "Run", "Task", "TaskEvent"]

@@ -1,0 +1,74 @@
+"""The scheduler process: releases delayed tasks and re-publishes lost ones, in one loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from sqlalchemy import text
+
+from scheduler_app.config import Settings
+from scheduler_app.db import make_engine, make_session_factory
+from scheduler_app.services.dispatch import Dispatcher, make_producer_app
+from scheduler_app.services.promoter import promote_due
+from scheduler_app.services.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+RECONCILER_LOCK = 0x5C4ED01E  # pg advisory lock: one reconciler scans at a time
+
+
+class Scheduler:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.engine = make_engine(settings, pool_size=3, max_overflow=2)
+        self.sessions = make_session_factory(self.engine)
+        self.dispatcher = Dispatcher(make_producer_app(settings))
+        self.broker = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
+        self.reconciler = Reconciler(self.sessions, self.dispatcher, self.broker, settings)
+        self.stopping = threading.Event()
+
+    def promote(self) -> int:
+        return promote_due(self.sessions, self.dispatcher, self.settings)
+
+    def reconcile(self) -> int:
+        """One reconciler pass, if this process holds the reconciler lock."""
+        with self.engine.connect() as conn:
+            if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RECONCILER_LOCK}):
+                return 0
+            try:
+                return self.reconciler.tick()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RECONCILER_LOCK})
+
+    def run(self) -> None:
+        """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
+        jobs: list[tuple[Callable[[], int], float]] = [
+            (self.promote, self.settings.promoter_interval),
+            (self.reconcile, self.settings.reconciler_interval),
+        ]
+        due = [0.0] * len(jobs)
+        log.info("scheduler started")
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            for index, (job, interval) in enumerate(jobs):
+                if now >= due[index]:
+                    due[index] = now + interval
+                    try:
+                        job()
+                    except Exception:
+                        log.exception("scheduler job failed", extra={"job": job.__name__})
+            self.stopping.wait(max(0.0, min(due) - time.monotonic()))
+        self.engine.dispose()
+        log.info("scheduler stopped")
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)

@@ -1,0 +1,1 @@
+"""Business rules: services raise AppError subclasses and never import api/ or tasks/."""

@@ -1,0 +1,92 @@
+"""Publishing tasks to the broker, always after the ledger committed them."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+from redis.exceptions import RedisError
+
+from scheduler_app.celery_settings import celery_config, to_broker_priority
+from scheduler_app.config import Settings
+from scheduler_app.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What the broker needs to deliver one attempt of a task."""
+
+    id: uuid.UUID
+    task: str
+    queue: str
+    priority: int
+    eta: datetime | None = None
+    timeout: float | None = None
+    request_id: str | None = None
+
+
+def make_producer_app(settings: Settings) -> Celery:
+    """A Celery app that only publishes (the API and scheduler never import task code)."""
+    app = Celery("scheduler-producer", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class Dispatcher:
+    """Publishes dispatches in one pipelined producer session; never raises on broker loss.
+
+    A message that fails to publish is not lost: its task is committed as queued and the
+    reconciler publishes it again.
+    """
+
+    def __init__(self, app: Celery):
+        self.app = app
+
+    def publish(self, dispatches: Iterable[Dispatch]) -> int:
+        """Publish each dispatch; return how many reached the broker."""
+        items = list(dispatches)
+        if not items:
+            return 0
+        sent = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for item in items:
+                    self.app.send_task(
+                        item.task,
+                        args=[str(item.id)],
+                        task_id=str(item.id),
+                        queue=item.queue,
+                        priority=to_broker_priority(item.priority),
+                        eta=item.eta if item.eta and item.eta > utcnow() else None,
+                        soft_time_limit=item.timeout,
+                        time_limit=item.timeout + 5 if item.timeout else None,
+                        headers={"request_id": item.request_id} if item.request_id else None,
+                        producer=producer,
+                    )
+                    sent += 1
+        except (OperationalError, KombuError, RedisError, OSError) as exc:
+            log.warning(
+                "broker publish failed; the reconciler will publish again",
+                extra={"error": str(exc), "unsent": len(items) - sent},
+            )
+        return sent
+
+    def revoke(self, task_id: uuid.UUID, *, terminate: bool) -> None:
+        """Tell workers to drop (and, if running, terminate) the task's message; best effort.
+
+        The ledger already holds the task as cancelled, so a worker that misses this broadcast
+        still refuses to start it.
+        """
+        try:
+            self.app.control.revoke(str(task_id), terminate=terminate, signal="SIGTERM")
+        except (OperationalError, KombuError, RedisError, OSError) as exc:
+            log.warning(
+                "revoke broadcast failed", extra={"task_id": str(task_id), "error": str(exc)}
+            )

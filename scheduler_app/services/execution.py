@@ -1,0 +1,283 @@
+"""Running one attempt of a task on a worker: claim it, call the code, record the outcome.
+
+Every step is a guarded transition, so a duplicate message (redelivery, a second publish by the
+reconciler) finds the task no longer claimable and does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, or_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler_app.config import Settings
+from scheduler_app.db import transaction
+from scheduler_app.models import Run, Task
+from scheduler_app.models.base import utcnow
+from scheduler_app.services.backoff import retry_delay
+from scheduler_app.services.counters import CounterStore
+from scheduler_app.services.dispatch import Dispatch, Dispatcher
+from scheduler_app.services.transitions import transition
+from scheduler_app.states import TaskStatus
+from scheduler_app.task_types import TaskContext, TaskType
+
+log = logging.getLogger(__name__)
+
+SPEC_COLUMNS = (
+    Task.task,
+    Task.args,
+    Task.kwargs,
+    Task.queue,
+    Task.priority,
+    Task.max_retries,
+    Task.backoff,
+    Task.backoff_max,
+    Task.jitter,
+    Task.timeout,
+    Task.request_id,
+)
+
+
+class AttemptTimeout(Exception):
+    """The attempt ran past its soft time limit."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # skipped | succeeded | retrying | failed | cancelled
+    retry_in: float | None = None
+
+
+def _cap_result(value: Any, limit: int) -> Any:
+    """A JSON-safe result no larger than ``limit`` bytes once serialised."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        value = repr(value)
+        text = json.dumps(value)
+    if "\\u0000" in text:
+        value = json.loads(text.replace("\\u0000", ""))
+        text = json.dumps(value)
+    if len(text) <= limit:
+        return value
+    return {"truncated": True, "bytes": len(text), "preview": text[: min(1024, limit)]}
+
+
+def _error_text(exc: BaseException) -> tuple[str, str]:
+    kind = type(exc).__name__
+    message = str(exc).replace("\x00", "")[:4000] or kind
+    return kind, message
+
+
+@dataclass
+class Executor:
+    sessions: sessionmaker[Session]
+    dispatcher: Dispatcher
+    settings: Settings
+    types: Mapping[str, TaskType]
+
+    def __post_init__(self) -> None:
+        self.counters = CounterStore(self.sessions)
+
+    def run(
+        self, task_id: str, worker: str, *, timeout_error: tuple[type[BaseException], ...] = ()
+    ) -> Outcome:
+        """Run one attempt of the task if it is claimable; return what became of it."""
+        tid = uuid.UUID(task_id)
+        claimed = self._claim(tid, worker)
+        if claimed is None:
+            return Outcome("skipped")
+        attempt = claimed.attempts
+        ttype = self.types.get(claimed.task)
+        if ttype is None:
+            exc = LookupError(f"task type {claimed.task!r} is not registered on worker {worker}")
+            return self._failed(tid, attempt, worker, exc, permanent=True)
+        ctx = TaskContext(
+            task_id=task_id,
+            attempt=attempt,
+            max_retries=claimed.max_retries,
+            worker=worker,
+            request_id=claimed.request_id,
+            counters=self.counters,
+        )
+        kwargs = dict(claimed.kwargs or {})
+        if ttype.wants_context:
+            kwargs["ctx"] = ctx
+        try:
+            result = ttype.fn(*(claimed.args or []), **kwargs)
+        except Exception as exc:
+            if timeout_error and isinstance(exc, timeout_error):
+                exc = AttemptTimeout(
+                    f"attempt {attempt} exceeded its timeout of {claimed.timeout}s"
+                )
+            return self._failed(
+                tid, attempt, worker, exc, permanent=ttype.is_permanent(exc), spec=claimed
+            )
+        return self._succeeded(tid, attempt, worker, result)
+
+    def _claim(self, tid: uuid.UUID, worker: str) -> Any:
+        now = utcnow()
+        with transaction(self.sessions) as session:
+            rows = transition(
+                session,
+                tid,
+                TaskStatus.RUNNING,
+                values={
+                    "attempts": Task.attempts + 1,
+                    "started_at": func.coalesce(Task.started_at, func.clock_timestamp()),
+                },
+                where=[or_(Task.expires_at.is_(None), Task.expires_at > now)],
+                worker=worker,
+                returning=SPEC_COLUMNS,
+            )
+            if rows:
+                row = rows[0]
+                session.execute(
+                    insert(Run).values(
+                        task_id=tid,
+                        attempt=row.attempts,
+                        worker=worker,
+                        status="running",
+                        started_at=now,
+                    )
+                )
+                return row
+            expired = transition(
+                session,
+                tid,
+                TaskStatus.FAILED,
+                values={
+                    "finished_at": now,
+                    "error_type": "Expired",
+                    "error_message": "the task was not started before its expires_at",
+                },
+                where=[
+                    Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
+                    Task.expires_at <= now,
+                ],
+                worker=worker,
+                detail="expired before it could start",
+            )
+            if expired:
+                log.info("task expired before start", extra={"task_id": str(tid)})
+        return None
+
+    def _succeeded(self, tid: uuid.UUID, attempt: int, worker: str, result: Any) -> Outcome:
+        now = utcnow()
+        value = _cap_result(result, self.settings.result_max_bytes)
+        with transaction(self.sessions) as session:
+            moved = transition(
+                session,
+                tid,
+                TaskStatus.SUCCEEDED,
+                values={
+                    "finished_at": now,
+                    "result": value,
+                    "error_type": None,
+                    "error_message": None,
+                },
+                where=[Task.attempts == attempt],
+                worker=worker,
+            )
+            self._close_run(session, tid, attempt, "succeeded" if moved else "discarded", now)
+        return Outcome("succeeded" if moved else "cancelled")
+
+    def _failed(
+        self,
+        tid: uuid.UUID,
+        attempt: int,
+        worker: str,
+        exc: BaseException,
+        *,
+        permanent: bool,
+        spec: Any = None,
+    ) -> Outcome:
+        now = utcnow()
+        kind, message = _error_text(exc)
+        trace = "".join(traceback.format_exception(exc))[-16000:]
+        retry_in: float | None = None
+        if not permanent and spec is not None and attempt <= spec.max_retries:
+            retry_in = retry_delay(attempt, spec.backoff, spec.backoff_max, spec.jitter)
+        with transaction(self.sessions) as session:
+            if retry_in is not None:
+                run_at = now + timedelta(seconds=retry_in)
+                soon = retry_in <= self.settings.lookahead_seconds
+                moved = transition(
+                    session,
+                    tid,
+                    TaskStatus.RETRYING,
+                    values={
+                        "run_at": run_at,
+                        "error_type": kind,
+                        "error_message": message,
+                        "dispatched_at": now if soon else None,
+                    },
+                    where=[Task.attempts == attempt],
+                    worker=worker,
+                    detail=f"{kind}: {message} (next attempt in {retry_in:.3f}s)",
+                )
+            else:
+                moved = transition(
+                    session,
+                    tid,
+                    TaskStatus.FAILED,
+                    values={"finished_at": now, "error_type": kind, "error_message": message},
+                    where=[Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value],
+                    worker=worker,
+                    detail=f"{kind}: {message}",
+                )
+            self._close_run(
+                session,
+                tid,
+                attempt,
+                "failed" if moved else "discarded",
+                now,
+                error=(kind, message, trace),
+                retry_delay=retry_in,
+            )
+        if not moved:
+            return Outcome("cancelled")
+        if retry_in is None:
+            log.info("task failed", extra={"task_id": str(tid), "error_type": kind})
+            return Outcome("failed")
+        if retry_in <= self.settings.lookahead_seconds:
+            self.dispatcher.publish([_retry_dispatch(tid, spec, run_at)])
+        return Outcome("retrying", retry_in)
+
+    @staticmethod
+    def _close_run(
+        session: Session,
+        tid: uuid.UUID,
+        attempt: int,
+        status: str,
+        now: datetime,
+        *,
+        error: tuple[str, str, str] | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "finished_at": now, "retry_delay": retry_delay}
+        if error:
+            values.update(error_type=error[0], error_message=error[1], traceback=error[2])
+        session.execute(
+            update(Run).where(Run.task_id == tid, Run.attempt == attempt).values(**values)
+        )
+
+
+def _retry_dispatch(tid: uuid.UUID, spec: Any, run_at: datetime) -> Dispatch:
+    return Dispatch(
+        id=tid,
+        task=spec.task,
+        queue=spec.queue,
+        priority=spec.priority,
+        eta=run_at,
+        timeout=spec.timeout,
+        request_id=spec.request_id,
+    )

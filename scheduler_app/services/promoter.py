@@ -1,0 +1,88 @@
+"""Releasing delayed work: tasks waiting in Postgres are published shortly before they are due."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler_app.config import Settings
+from scheduler_app.db import transaction
+from scheduler_app.models import Task
+from scheduler_app.models.base import utcnow
+from scheduler_app.services.dispatch import Dispatch, Dispatcher
+from scheduler_app.services.submission import dispatch_of
+from scheduler_app.services.transitions import transition
+from scheduler_app.states import TaskStatus
+
+log = logging.getLogger(__name__)
+
+DISPATCH_COLUMNS = (
+    Task.task,
+    Task.queue,
+    Task.priority,
+    Task.run_at,
+    Task.timeout,
+    Task.request_id,
+)
+
+
+def promote_due(
+    sessions: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    limit: int = 1000,
+) -> int:
+    """Publish scheduled tasks (and long-backoff retries) due within the look-ahead.
+
+    ``now`` is the scheduler's clock, which a test may move forward. Several schedulers may run
+    at once: rows are claimed with SKIP LOCKED. Returns how many tasks were released.
+    """
+    now = now or utcnow()
+    horizon = now + timedelta(seconds=settings.lookahead_seconds)
+    with transaction(sessions) as session:
+        due = session.execute(
+            select(Task.id, Task.status)
+            .where(
+                Task.status.in_([TaskStatus.SCHEDULED.value, TaskStatus.RETRYING.value]),
+                Task.run_at <= horizon,
+                Task.dispatched_at.is_(None),
+            )
+            .order_by(Task.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not due:
+            return 0
+        scheduled = [row.id for row in due if row.status == TaskStatus.SCHEDULED.value]
+        retrying = [row.id for row in due if row.status == TaskStatus.RETRYING.value]
+        rows = transition(
+            session,
+            scheduled,
+            TaskStatus.QUEUED,
+            values={"dispatched_at": now},
+            detail="released by the scheduler",
+            returning=DISPATCH_COLUMNS,
+        )
+        if retrying:
+            rows += session.execute(
+                update(Task)
+                .where(Task.id.in_(retrying), Task.status == TaskStatus.RETRYING.value)
+                .values(dispatched_at=now)
+                .returning(Task.id, *DISPATCH_COLUMNS)
+            ).all()
+    dispatcher.publish(_on_real_clock(dispatch_of(row._mapping), now) for row in rows)
+    return len(rows)
+
+
+def _on_real_clock(dispatch: Dispatch, now: datetime) -> Dispatch:
+    """Keep the remaining wait when the scheduler's clock was moved (tests, drills)."""
+    real_now = utcnow()
+    if dispatch.eta is None or abs((now - real_now).total_seconds()) < 1:
+        return dispatch
+    return replace(dispatch, eta=real_now + (dispatch.eta - now))

@@ -1,0 +1,137 @@
+"""Re-publishing tasks whose broker message is gone (Redis flushed, restarted, or never reached).
+
+Redis is transport only. A queued task is expected to have a message in its queue list, in the
+``unacked`` hash (delivered, not yet acknowledged), or in a worker's hands as running. The
+reconciler compares the ledger with Redis and publishes again what is missing; a duplicate is harmless because
+a worker only runs a task it can claim with a guarded transition.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler_app.celery_settings import PRIORITY_STEPS
+from scheduler_app.config import Settings
+from scheduler_app.db import transaction
+from scheduler_app.models import Task, TaskEvent
+from scheduler_app.models.base import utcnow
+from scheduler_app.services.dispatch import Dispatcher
+from scheduler_app.services.submission import dispatch_of
+from scheduler_app.states import TaskStatus
+
+log = logging.getLogger(__name__)
+
+EPOCH_KEY = "scheduler:broker-epoch"
+UNACKED_KEY = "unacked"
+_ID = re.compile(rb'[{,] ?"id": ?"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"')
+DISPATCH_COLUMNS = (
+    Task.id,
+    Task.task,
+    Task.queue,
+    Task.priority,
+    Task.run_at,
+    Task.timeout,
+    Task.request_id,
+)
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for one queue, one per priority step."""
+    return [queue if step == 0 else f"{queue}:{step}" for step in PRIORITY_STEPS]
+
+
+def ids_in_broker(client: redis.Redis, queues: list[str], chunk: int = 2000) -> set[uuid.UUID]:
+    """Every task id that has a message in Redis: queued or delivered-but-unacked."""
+    found: set[bytes] = set()
+    for queue in queues:
+        for key in queue_keys(queue):
+            start = 0
+            while True:
+                items = client.lrange(key, start, start + chunk - 1)
+                for raw in items:
+                    found.update(_ID.findall(raw[:4096]))
+                if len(items) < chunk:
+                    break
+                start += chunk
+    cursor = 0
+    while True:
+        cursor, entries = client.hscan(UNACKED_KEY, cursor, count=chunk)
+        for raw in entries.values():
+            found.update(_ID.findall(raw[:4096]))
+        if cursor == 0:
+            break
+    return {uuid.UUID(value.decode()) for value in found}
+
+
+@dataclass
+class Reconciler:
+    sessions: sessionmaker[Session]
+    dispatcher: Dispatcher
+    broker: redis.Redis
+    settings: Settings
+    _suspects: set[uuid.UUID] = field(default_factory=set)
+
+    def tick(self, now: datetime | None = None) -> int:
+        """Compare ledger and broker once; publish again what is missing. Returns how many."""
+        now = now or utcnow()
+        broker_lost = bool(self.broker.set(EPOCH_KEY, str(uuid.uuid4()), nx=True))
+        cutoff = now - timedelta(seconds=self.settings.reconcile_grace_seconds)
+        with self.sessions() as session:
+            candidates = set(
+                session.scalars(
+                    select(Task.id)
+                    .where(
+                        Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
+                        Task.dispatched_at.is_not(None),
+                        Task.dispatched_at <= cutoff,
+                    )
+                    .limit(20_000)
+                )
+            )
+        if not candidates:
+            self._suspects.clear()
+            return 0
+        missing = candidates - ids_in_broker(self.broker, list(self.settings.queues))
+        # A message can be between a queue list and the unacked hash during one scan: only a
+        # task missing on two scans in a row is published again, unless Redis lost everything.
+        lost = missing if broker_lost else missing & self._suspects
+        self._suspects = missing - lost
+        if lost:
+            self._republish(lost, now, "broker lost its data" if broker_lost else "message missing")
+        return len(lost)
+
+    def _republish(self, ids: set[uuid.UUID], now: datetime, why: str) -> None:
+        with transaction(self.sessions) as session:
+            rows = session.execute(
+                update(Task)
+                .where(
+                    Task.id.in_(ids),
+                    Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
+                )
+                .values(dispatched_at=now)
+                .returning(*DISPATCH_COLUMNS, Task.status, Task.attempts)
+            ).all()
+            if rows:
+                session.execute(
+                    insert(TaskEvent),
+                    [
+                        {
+                            "task_id": r.id,
+                            "at": now,
+                            "status": r.status,
+                            "attempt": r.attempts,
+                            "detail": f"re-published by the reconciler: {why}",
+                        }
+                        for r in rows
+                    ],
+                )
+        sent = self.dispatcher.publish(dispatch_of(row._mapping) for row in rows)
+        log.warning("reconciler re-published tasks", extra={"count": sent, "reason": why})

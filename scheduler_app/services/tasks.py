@@ -1,0 +1,186 @@
+"""Tasks as the API sees them: submit, read, list, follow, cancel."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler_app.config import Settings
+from scheduler_app.db import transaction
+from scheduler_app.errors import Conflict, NotFound, ValidationFailed
+from scheduler_app.models import Task, TaskEvent
+from scheduler_app.models.base import utcnow
+from scheduler_app.services.dispatch import Dispatcher
+from scheduler_app.services.principal import Principal
+from scheduler_app.services.submission import Accepted, build_row, dispatch_of, insert_tasks
+from scheduler_app.services.transitions import transition
+from scheduler_app.states import TaskStatus
+from scheduler_app.task_types import TaskType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskService:
+    """Submission and queries over the ledger, with publishing after commit."""
+
+    sessions: sessionmaker[Session]
+    dispatcher: Dispatcher
+    settings: Settings
+    types: Mapping[str, TaskType]
+
+    def submit(
+        self,
+        principal: Principal,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        request_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> list[Accepted]:
+        """Validate every body (all or nothing), commit them, then publish the due ones.
+
+        Raises ValidationFailed (naming ``items.N.field`` in a batch) or Conflict (idempotency).
+        """
+        now = utcnow()
+        batch = len(bodies) > 1
+        errors: dict[str, list[str]] = {}
+        rows = []
+        for index, body in enumerate(bodies):
+            merged = {**body, **(extra or {})}
+            try:
+                rows.append(
+                    build_row(
+                        merged,
+                        self.types,
+                        self.settings,
+                        principal,
+                        now,
+                        request_id=request_id,
+                        prefix=f"tasks.{index}." if batch else "",
+                    )
+                )
+            except ValidationFailed as exc:
+                errors.update(exc.errors)
+        keys = [row["idempotency_key"] for row in rows if row["idempotency_key"]]
+        if len(keys) != len(set(keys)):
+            errors["tasks"] = ["idempotency keys must be unique within a batch"]
+        if errors:
+            raise ValidationFailed("the tasks cannot be accepted", errors=errors)
+
+        with transaction(self.sessions) as session:
+            accepted = insert_tasks(session, rows)
+        self.dispatcher.publish(
+            dispatch_of(a.task)
+            for a in accepted
+            if not a.replayed and a.task.status == TaskStatus.QUEUED
+        )
+        return accepted
+
+    def get(self, principal: Principal, task_id: uuid.UUID) -> Task:
+        """The task, if the principal may see it; raises NotFound otherwise."""
+        with self.sessions() as session:
+            return self._visible(session, principal, task_id)
+
+    def events(self, principal: Principal, task_id: uuid.UUID) -> list[TaskEvent]:
+        """The task's timeline, oldest first; raises NotFound."""
+        with self.sessions() as session:
+            self._visible(session, principal, task_id)
+            return list(
+                session.scalars(
+                    select(TaskEvent)
+                    .where(TaskEvent.task_id == task_id)
+                    .order_by(TaskEvent.at, TaskEvent.id)
+                )
+            )
+
+    def list(
+        self, principal: Principal, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[Task], str | None]:
+        """One page of tasks, newest first, and the cursor of the next page (or None)."""
+        query = _filtered(select(Task), principal, filters)
+        if cursor:
+            created_at, last_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    Task.created_at < created_at,
+                    and_(Task.created_at == created_at, Task.id < last_id),
+                )
+            )
+        query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
+        with self.sessions() as session:
+            items = list(session.scalars(query))
+        more = len(items) > limit
+        items = items[:limit]
+        return items, encode_cursor(items[-1]) if more else None
+
+    def cancel(self, principal: Principal, task_id: uuid.UUID) -> Task:
+        """Cancel a task that has not finished; a running attempt is terminated.
+
+        Raises NotFound, or Conflict when the task is already terminal.
+        """
+        with transaction(self.sessions) as session:
+            task = self._visible(session, principal, task_id)
+            was = task.status
+            moved = transition(
+                session,
+                task_id,
+                TaskStatus.CANCELLED,
+                values={"finished_at": utcnow()},
+                detail="cancelled by client",
+            )
+            if not moved:
+                raise Conflict(f"task is already {task.status}")
+        if was == TaskStatus.RUNNING:
+            self.dispatcher.revoke(task_id, terminate=True)
+        else:
+            self.dispatcher.revoke(task_id, terminate=False)
+        return self.get(principal, task_id)
+
+    def _visible(self, session: Session, principal: Principal, task_id: uuid.UUID) -> Task:
+        task = session.get(Task, task_id)
+        if task is None or not (principal.sees_everything or task.owner_id == principal.id):
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+
+def _filtered(query: Select, principal: Principal, filters: Mapping[str, Any]) -> Select:
+    if not principal.sees_everything:
+        query = query.where(Task.owner_id == principal.id)
+    if filters.get("status"):
+        query = query.where(Task.status.in_(filters["status"]))
+    for name in ("task", "queue", "workflow_id", "schedule_id"):
+        if filters.get(name) is not None:
+            query = query.where(getattr(Task, name) == filters[name])
+    if filters.get("tag"):
+        query = query.where(Task.tags.contains([filters["tag"]]))
+    if filters.get("created_after"):
+        query = query.where(Task.created_at > filters["created_after"])
+    if filters.get("created_before"):
+        query = query.where(Task.created_at < filters["created_before"])
+    return query
+
+
+def encode_cursor(task: Task) -> str:
+    raw = f"{task.created_at.isoformat()}|{task.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor made by encode_cursor; raises ValidationFailed when it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, task_id = raw.partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(task_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationFailed(
+            "cursor is not valid", errors={"cursor": ["not a valid cursor"]}
+        ) from exc

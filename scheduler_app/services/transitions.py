@@ -1,0 +1,81 @@
+"""The one way a task changes state: a guarded UPDATE plus its timeline event, in one statement."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from scheduler_app.models import Task, TaskEvent
+from scheduler_app.states import ALLOWED_SOURCES, TaskStatus
+
+
+def transition(
+    session: Session,
+    task_ids: uuid.UUID | Iterable[uuid.UUID],
+    to: TaskStatus,
+    *,
+    values: Mapping[str, Any] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
+    worker: str | None = None,
+    detail: str | None = None,
+    returning: Sequence[Any] = (),
+) -> list[Any]:
+    """Move the given tasks to ``to`` where their current state allows it; return the moved rows.
+
+    The WHERE clause carries the allowed sources, so a task already terminal (or moved by someone
+    else in between) is simply not returned: callers treat an empty result as "not applicable".
+    """
+    ids = [task_ids] if isinstance(task_ids, uuid.UUID) else list(task_ids)
+    if not ids:
+        return []
+    sources = [s.value for s in ALLOWED_SOURCES[to]]
+    columns = [Task.id, Task.attempts, *returning]
+    moved = (
+        update(Task)
+        .where(Task.id.in_(ids), Task.status.in_(sources), *where)
+        .values(status=to.value, **dict(values or {}))
+        .returning(*columns)
+        .cte("moved")
+    )
+    event = (
+        insert(TaskEvent)
+        .from_select(
+            ["task_id", "at", "status", "attempt", "worker", "detail"],
+            select(
+                moved.c.id,
+                func.clock_timestamp(),
+                literal(to.value),
+                moved.c.attempts,
+                literal(worker),
+                literal(detail),
+            ),
+        )
+        .cte("event")
+    )
+    return list(session.execute(select(moved).add_cte(event)).all())
+
+
+def record_event(
+    session: Session,
+    task_id: uuid.UUID,
+    status: TaskStatus | str,
+    *,
+    attempt: int = 0,
+    worker: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Add a timeline entry that is not a state change (e.g. a creation or a re-publish)."""
+    session.execute(
+        insert(TaskEvent).values(
+            task_id=task_id,
+            at=func.clock_timestamp(),
+            status=str(status),
+            attempt=attempt,
+            worker=worker,
+            detail=detail,
+        )
+    )

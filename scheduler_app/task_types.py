@@ -1,0 +1,123 @@
+"""The registry of task types: a name, the function that runs it, and its defaults.
+
+Task code lives in ``tasks/`` and registers itself with :func:`task_type`. The API learns the names
+by importing the modules listed in the ``task_modules`` setting (as Celery's ``include`` does),
+never by importing the Celery app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PermanentError(Exception):
+    """Raised by task code for a failure that retrying cannot fix; the task fails at once."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a running task may know about itself."""
+
+    task_id: str
+    attempt: int
+    max_retries: int
+    worker: str
+    request_id: str | None
+    counters: Any = None  # scheduler_app.services.counters.CounterStore, bound per call
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    fn: Callable[..., Any]
+    description: str = ""
+    queue: str | None = None
+    max_retries: int | None = None
+    permanent_errors: tuple[type[BaseException], ...] = ()
+    wants_context: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)
+    validator: Callable[[list[Any], dict[str, Any]], dict[str, list[str]]] | None = None
+
+    def check_call(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, list[str]]:
+        """Field errors that would make this call fail for sure; empty when it may run."""
+        call_kwargs = {k: v for k, v in kwargs.items() if k not in {"ctx", "parents"}}
+        if "ctx" in kwargs:
+            return {"kwargs.ctx": ["is reserved"]}
+        try:
+            inspect.signature(self.fn).bind(*args, **call_kwargs, **self._context_stub())
+        except TypeError as exc:
+            return {"kwargs": [f"arguments do not fit {self.name}: {exc}"]}
+        return self.validator(args, kwargs) if self.validator else {}
+
+    def _context_stub(self) -> dict[str, Any]:
+        return {"ctx": None} if self.wants_context else {}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "queue": self.queue,
+            "max_retries": self.max_retries,
+            "parameters": self.parameters,
+        }
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        return isinstance(exc, (PermanentError, *self.permanent_errors))
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def task_type(
+    name: str,
+    *,
+    queue: str | None = None,
+    max_retries: int | None = None,
+    permanent_errors: Iterable[type[BaseException]] = (),
+    parameters: dict[str, str] | None = None,
+    validator: Callable[[list[Any], dict[str, Any]], dict[str, list[str]]] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as the task type ``name`` (an ``area.verb`` name).
+
+    The function receives the task's ``args`` and ``kwargs``; if it declares a keyword-only
+    parameter ``ctx`` it also receives a :class:`TaskContext`.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if "." not in name:
+            raise ValueError(f"task type name {name!r} must look like area.verb")
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"task type {name!r} registered twice")
+        sig = inspect.signature(fn)
+        ctx_param = sig.parameters.get("ctx")
+        _REGISTRY[name] = TaskType(
+            name=name,
+            fn=fn,
+            description=(inspect.getdoc(fn) or "").split("\n")[0],
+            queue=queue,
+            max_retries=max_retries,
+            permanent_errors=tuple(permanent_errors),
+            wants_context=ctx_param is not None
+            and ctx_param.kind is inspect.Parameter.KEYWORD_ONLY,
+            parameters=dict(parameters or {}),
+            validator=validator,
+        )
+        return fn
+
+    return decorate
+
+
+def load_task_modules(modules: Iterable[str]) -> dict[str, TaskType]:
+    """Import the task modules so their types register; return the registry."""
+    for module in modules:
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+def registry() -> dict[str, TaskType]:
+    return dict(_REGISTRY)

@@ -1,0 +1,91 @@
+"""The worker's Celery app: one Celery task per registered task type, all run through the ledger."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from celery import Celery, Task, signals
+from celery.exceptions import SoftTimeLimitExceeded
+
+from scheduler_app.celery_settings import celery_config
+from scheduler_app.config import Settings
+from scheduler_app.db import make_engine, make_session_factory
+from scheduler_app.logs import bind_context, configure_logging
+from scheduler_app.services.dispatch import Dispatcher
+from scheduler_app.services.execution import Executor
+from scheduler_app.task_types import load_task_modules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    """Per-process resources, created lazily so a forked pool child never shares a connection."""
+
+    settings: Settings
+    app: Celery
+    _executor: Executor | None = field(default=None, repr=False)
+    _engine: object = field(default=None, repr=False)
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._engine = make_engine(self.settings, pool_size=2, max_overflow=2)
+            self._executor = Executor(
+                sessions=make_session_factory(self._engine),
+                dispatcher=Dispatcher(self.app),
+                settings=self.settings,
+                types=load_task_modules(self.settings.task_modules),
+            )
+        return self._executor
+
+    def reset(self) -> None:
+        """Forget connections inherited from a parent process (after fork)."""
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        self._engine = None
+        self._executor = None
+
+
+class LedgerTask(Task):
+    """Base of every task type: the message carries only the ledger id."""
+
+    runtime: WorkerRuntime
+    acks_late = True
+    ignore_result = True
+    typing = False
+
+
+def run_ledger_task(self: LedgerTask, task_id: str) -> str:
+    """Run one attempt of the ledger task ``task_id`` (the body of every task type)."""
+    headers = self.request.headers or {}
+    request_id = getattr(self.request, "request_id", None) or headers.get("request_id")
+    worker = self.request.hostname or socket.gethostname()
+    with bind_context(task_id=task_id, request_id=request_id, task=self.name):
+        outcome = self.runtime.executor.run(task_id, worker, timeout_error=(SoftTimeLimitExceeded,))
+        log.info("attempt finished", extra={"outcome": outcome.status})
+    return outcome.status
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """Build the worker app with every task type of ``settings.task_modules`` registered."""
+    app = Celery("scheduler", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    runtime = WorkerRuntime(settings=settings, app=app)
+    for name in load_task_modules(settings.task_modules):
+        app.task(name=name, base=LedgerTask, bind=True, runtime=runtime, shared=False)(
+            run_ledger_task
+        )
+    app.runtime = runtime
+
+    @signals.worker_process_init.connect(weak=False)
+    def _reset_after_fork(**_):
+        runtime.reset()
+
+    @signals.setup_logging.connect(weak=False)
+    def _logging(**_):
+        configure_logging(settings)
+
+    return app
