@@ -2,8 +2,8 @@
 
 Redis is transport only. A queued task is expected to have a message in its queue list, in the
 ``unacked`` hash (delivered, not yet acknowledged), or in a worker's hands as running. The
-reconciler compares the ledger with Redis and publishes again what is missing; a duplicate is harmless because
-a worker only runs a task it can claim with a guarded transition.
+reconciler compares the ledger with Redis and publishes again what is missing; a duplicate is
+harmless because a worker only runs a task it can claim with a guarded transition.
 """
 
 from __future__ import annotations
