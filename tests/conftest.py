@@ -1,0 +1,134 @@
+"""Fixtures on real services: a database and a redis-server of this test session's own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    Process,
+    RedisServer,
+    TestDatabase,
+    scheduler_argv,
+    wait_until,
+    worker_argv,
+)
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[TestDatabase]:
+    db = TestDatabase()
+    db.create()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database, redis_server):
+    from scheduler_app.config import load_settings
+
+    return load_settings(
+        {"profile": "test", "database_url": database.url, "broker_url": redis_server.url},
+        environ={},
+    )
+
+
+@pytest.fixture(scope="session")
+def process_env(database, redis_server) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    env.update(
+        SCHEDULER_PROFILE="test",
+        SCHEDULER_DATABASE_URL=database.url,
+        SCHEDULER_BROKER_URL=redis_server.url,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def logdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def app(settings):
+    from scheduler_app.app import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def api(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def make_client(app):
+    """Create an API client of a role and return the Authorization headers of its token."""
+
+    def make(role: str = "submitter") -> dict[str, str]:
+        ext = app.extensions["scheduler"]
+        client, secret = ext.clients.create(f"test-{role}-{uuid.uuid4().hex[:6]}", role)
+        response = app.test_client().post(
+            "/api/v1/auth/token", json={"client_id": client.client_id, "client_secret": secret}
+        )
+        assert response.status_code == 200, response.json
+        return {"Authorization": f"Bearer {response.json['access_token']}"}
+
+    return make
+
+
+@pytest.fixture
+def submitter(make_client) -> dict[str, str]:
+    return make_client("submitter")
+
+
+@pytest.fixture(scope="session")
+def worker(process_env, logdir) -> Iterator[Process]:
+    """One real Celery worker (prefork, 2 processes) on the default and high queues."""
+    proc = Process("worker", worker_argv("default,high", 2), process_env, logdir).start()
+    proc.wait_for_log("ready.", 60)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def scheduler(process_env, logdir) -> Iterator[Process]:
+    proc = Process("scheduler", scheduler_argv(), process_env, logdir).start()
+    proc.wait_for_log("scheduler started", 30)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def wait_status(api):
+    """Poll GET /api/v1/tasks/{id} until its status is one of ``statuses``; return the task."""
+
+    def wait(
+        task_id: str,
+        headers: dict,
+        statuses=("succeeded", "failed", "cancelled"),
+        timeout: float = 30,
+    ) -> dict:
+        def current():
+            response = api.get(f"/api/v1/tasks/{task_id}", headers=headers)
+            assert response.status_code == 200, response.json
+            return response.json if response.json["status"] in statuses else None
+
+        return wait_until(current, timeout, 0.05, message=f"task {task_id} to reach {statuses}")
+
+    return wait
