@@ -150,7 +150,7 @@ class Process:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Process:
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the process lifetime
         self.process = subprocess.Popen(
             self.argv,
             env=self.env,

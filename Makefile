@@ -1,0 +1,47 @@
+# Job scheduler: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: help install run test lint format migrate worker scheduler api bench
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
+
+run: install ## Start the whole platform (embedded Postgres + Redis unless SCHEDULER_* URLs are set)
+	$(PY) manage.py standalone --port $(PORT)
+
+test: install ## Run the test suite (real Postgres, own redis-server, real worker processes)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## Format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+migrate: install ## Apply database migrations to SCHEDULER_DATABASE_URL
+	$(PY) manage.py migrate
+
+api: install ## Run the API with gunicorn on $(PORT)
+	$(VENV)/bin/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 --threads 4 scheduler_app.wsgi:app
+
+worker: install ## Run a worker on the default, high and low queues
+	$(VENV)/bin/celery -A tasks.worker worker -l INFO -Q default,high,low
+
+scheduler: install ## Run the scheduler (delayed tasks, reconciler)
+	$(PY) manage.py scheduler
