@@ -15,13 +15,14 @@ from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from scheduler_app.api import auth, health, tasks
+from scheduler_app.api import auth, dead_letters, health, tasks
 from scheduler_app.api.problems import problem, register_error_handlers
 from scheduler_app.api.security import init_jwt
 from scheduler_app.config import Settings, load_settings
 from scheduler_app.db import make_engine, make_session_factory
 from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.clients import ClientService
+from scheduler_app.services.dead_letters import DeadLetterService
 from scheduler_app.services.dispatch import Dispatcher, make_producer_app
 from scheduler_app.services.tasks import TaskService
 from scheduler_app.task_types import TaskType, load_task_modules
@@ -39,6 +40,7 @@ class Extension:
     types: dict[str, TaskType]
     tasks: TaskService
     clients: ClientService
+    dead_letters: DeadLetterService
     dispatcher: Dispatcher
 
 
@@ -73,19 +75,21 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(make_producer_app(settings))
     types = load_task_modules(settings.task_modules)
+    task_service = TaskService(sessions, dispatcher, settings, types)
     app.extensions["scheduler"] = Extension(
         settings=settings,
         engine=engine,
         redis=redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5),
         types=types,
-        tasks=TaskService(sessions, dispatcher, settings, types),
+        tasks=task_service,
         clients=ClientService(sessions),
+        dead_letters=DeadLetterService(sessions, task_service),
         dispatcher=dispatcher,
     )
 
     init_jwt(app)
     api = Api(app)
-    for module in (health, auth, tasks):
+    for module in (health, auth, tasks, dead_letters):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
 

@@ -3,6 +3,18 @@
 from scheduler_app.models.base import Base
 from scheduler_app.models.client import Client, RevokedToken
 from scheduler_app.models.counter import Counter
+from scheduler_app.models.dead_letter import DeadLetter
 from scheduler_app.models.task import Run, Task, TaskEvent
+from scheduler_app.models.worker import WorkerInstance
 
-__all__ = ["Base", "Client", "Counter", "RevokedToken", "Run", "Task", "TaskEvent"]
+__all__ = [
+    "Base",
+    "Client",
+    "Counter",
+    "DeadLetter",
+    "RevokedToken",
+    "Run",
+    "Task",
+    "TaskEvent",
+    "WorkerInstance",
+]

@@ -233,6 +233,7 @@ class Executor:
                     where=[Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value],
                     worker=worker,
                     detail=f"{kind}: {message}",
+                    traceback=trace,
                 )
             self._close_run(
                 session,

@@ -48,18 +48,32 @@ class TaskService:
     ) -> list[Accepted]:
         """Validate every body (all or nothing), commit them, then publish the due ones.
 
-        Raises ValidationFailed (naming ``items.N.field`` in a batch) or Conflict (idempotency).
+        Raises ValidationFailed (naming ``tasks.N.field`` in a batch) or Conflict (idempotency).
         """
+        rows = self.prepare(principal, bodies, request_id=request_id, extra=extra)
+        with transaction(self.sessions) as session:
+            accepted = insert_tasks(session, rows)
+        self.publish(accepted)
+        return accepted
+
+    def prepare(
+        self,
+        principal: Principal,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        request_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Validated ledger rows for the bodies; raises ValidationFailed naming every bad field."""
         now = utcnow()
         batch = len(bodies) > 1
         errors: dict[str, list[str]] = {}
         rows = []
         for index, body in enumerate(bodies):
-            merged = {**body, **(extra or {})}
             try:
                 rows.append(
                     build_row(
-                        merged,
+                        {**body, **(extra or {})},
                         self.types,
                         self.settings,
                         principal,
@@ -75,15 +89,15 @@ class TaskService:
             errors["tasks"] = ["idempotency keys must be unique within a batch"]
         if errors:
             raise ValidationFailed("the tasks cannot be accepted", errors=errors)
+        return rows
 
-        with transaction(self.sessions) as session:
-            accepted = insert_tasks(session, rows)
-        self.dispatcher.publish(
+    def publish(self, accepted: Sequence[Accepted]) -> int:
+        """Publish the newly committed tasks that are due now (call after the commit)."""
+        return self.dispatcher.publish(
             dispatch_of(a.task)
             for a in accepted
             if not a.replayed and a.task.status == TaskStatus.QUEUED
         )
-        return accepted
 
     def get(self, principal: Principal, task_id: uuid.UUID) -> Task:
         """The task, if the principal may see it; raises NotFound otherwise."""
@@ -120,7 +134,7 @@ class TaskService:
             items = list(session.scalars(query))
         more = len(items) > limit
         items = items[:limit]
-        return items, encode_cursor(items[-1]) if more else None
+        return items, encode_cursor(items[-1].created_at, items[-1].id) if more else None
 
     def cancel(self, principal: Principal, task_id: uuid.UUID) -> Task:
         """Cancel a task that has not finished; a running attempt is terminated.
@@ -169,8 +183,9 @@ def _filtered(query: Select, principal: Principal, filters: Mapping[str, Any]) -
     return query
 
 
-def encode_cursor(task: Task) -> str:
-    raw = f"{task.created_at.isoformat()}|{task.id}"
+def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
+    """An opaque position in a list ordered by (time desc, id desc)."""
+    raw = f"{at.isoformat()}|{row_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from scheduler_app.models import Task, TaskEvent
+from scheduler_app.models import DeadLetter, Task, TaskEvent
 from scheduler_app.states import ALLOWED_SOURCES, TaskStatus
 
 
@@ -23,17 +24,31 @@ def transition(
     worker: str | None = None,
     detail: str | None = None,
     returning: Sequence[Any] = (),
+    traceback: str | None = None,
 ) -> list[Any]:
     """Move the given tasks to ``to`` where their current state allows it; return the moved rows.
 
     The WHERE clause carries the allowed sources, so a task already terminal (or moved by someone
     else in between) is simply not returned: callers treat an empty result as "not applicable".
+    A move to ``failed`` writes the task's dead letter in the same statement, so every failed
+    task has exactly one.
     """
     ids = [task_ids] if isinstance(task_ids, uuid.UUID) else list(task_ids)
     if not ids:
         return []
     sources = [s.value for s in ALLOWED_SOURCES[to]]
     columns = [Task.id, Task.attempts, *returning]
+    if to is TaskStatus.FAILED:
+        columns += [
+            Task.owner_id,
+            Task.task,
+            Task.args,
+            Task.kwargs,
+            Task.queue,
+            Task.error_type,
+            Task.error_message,
+        ]
+        columns = list(dict.fromkeys(columns))
     moved = (
         update(Task)
         .where(Task.id.in_(ids), Task.status.in_(sources), *where)
@@ -56,7 +71,49 @@ def transition(
         )
         .cte("event")
     )
-    return list(session.execute(select(moved).add_cte(event)).all())
+    query = select(moved).add_cte(event)
+    if to is TaskStatus.FAILED:
+        query = query.add_cte(_dead_letters(moved, worker, traceback))
+    return list(session.execute(query).all())
+
+
+def _dead_letters(moved: Any, worker: str | None, traceback: str | None) -> Any:
+    columns = [
+        "id",
+        "task_id",
+        "owner_id",
+        "task",
+        "args",
+        "kwargs",
+        "queue",
+        "error_type",
+        "error_message",
+        "traceback",
+        "attempts",
+        "worker",
+        "failed_at",
+    ]
+    rows = select(
+        func.gen_random_uuid(),
+        moved.c.id,
+        moved.c.owner_id,
+        moved.c.task,
+        moved.c.args,
+        moved.c.kwargs,
+        moved.c.queue,
+        moved.c.error_type,
+        moved.c.error_message,
+        literal(traceback),
+        moved.c.attempts,
+        literal(worker),
+        func.clock_timestamp(),
+    )
+    return (
+        pg_insert(DeadLetter)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=[DeadLetter.task_id])
+        .cte("dead_letter")
+    )
 
 
 def record_event(
