@@ -29,7 +29,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # At-least-once: ack after the attempt is recorded; one message per worker process at a
         # time so priorities hold on a busy queue.
         "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
+        # A lost attempt is handled by the ledger (reconciler: retry or dead letter, bounded by
+        # max_retries), not by endless requeues of a poison message.
+        "task_reject_on_worker_lost": False,
+        "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.default_queue,
         "task_default_priority": to_broker_priority(5),
@@ -48,5 +51,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_soft_shutdown_timeout": settings.shutdown_timeout,
+        "worker_enable_soft_shutdown_on_idle": True,
         "worker_disable_rate_limits": True,
     }

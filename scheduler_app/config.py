@@ -54,6 +54,14 @@ class Settings:
     default_backoff_max: float = 300.0
     default_jitter: bool = True
     worker_concurrency: int = 2
+    # Worker liveness: heartbeats into the ledger; an instance silent for worker_timeout is dead
+    # and its running attempts are retried (or failed past the retry bound).
+    heartbeat_interval: float = 5.0
+    worker_timeout: float = 30.0
+    # SIGTERM: finish in-flight work for this long, then requeue it (Celery soft shutdown).
+    # Keep the Kubernetes terminationGracePeriodSeconds above it (see README).
+    shutdown_timeout: float = 25.0
+    dlq_retention_days: float = 30.0
     log_level: str = "INFO"
     log_json: bool = True
     db_pool_size: int = 10

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import uuid
 from dataclasses import dataclass, field
 
 from celery import Celery, Task, signals
@@ -15,7 +17,9 @@ from scheduler_app.db import make_engine, make_session_factory
 from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.dispatch import Dispatcher
 from scheduler_app.services.execution import Executor
+from scheduler_app.services.workers import WorkerRegistry
 from scheduler_app.task_types import load_task_modules
+from tasks.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +30,29 @@ class WorkerRuntime:
 
     settings: Settings
     app: Celery
+    # One id per worker start, shared by its pool processes: runs record it, heartbeats prove it.
+    instance: uuid.UUID = field(default_factory=uuid.uuid4)
+    heartbeat: Heartbeat | None = None
     _executor: Executor | None = field(default=None, repr=False)
     _engine: object = field(default=None, repr=False)
 
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            self._engine = make_engine(self.settings, pool_size=2, max_overflow=2)
             self._executor = Executor(
-                sessions=make_session_factory(self._engine),
+                sessions=make_session_factory(self.engine),
                 dispatcher=Dispatcher(self.app),
                 settings=self.settings,
                 types=load_task_modules(self.settings.task_modules),
+                instance=self.instance,
             )
         return self._executor
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = make_engine(self.settings, pool_size=2, max_overflow=2)
+        return self._engine
 
     def reset(self) -> None:
         """Forget connections inherited from a parent process (after fork)."""
@@ -47,6 +60,22 @@ class WorkerRuntime:
             self._engine.dispose(close=False)
         self._engine = None
         self._executor = None
+
+    def started(self, name: str, queues: list[str], concurrency: int) -> None:
+        """Register this worker instance and start its heartbeat (main process)."""
+        registry = WorkerRegistry(make_session_factory(self.engine))
+        registry.register(self.instance, name, os.getpid(), queues, concurrency)
+        self.heartbeat = Heartbeat(registry, self.instance, self.settings.heartbeat_interval)
+        self.heartbeat.start()
+
+    def stopped(self) -> None:
+        if self.heartbeat is None:
+            return
+        self.heartbeat.stop()
+        try:
+            self.heartbeat.registry.stopped(self.instance)
+        except Exception:
+            log.exception("could not record the worker as stopped")
 
 
 class LedgerTask(Task):
@@ -83,6 +112,15 @@ def create_celery_app(settings: Settings) -> Celery:
     @signals.worker_process_init.connect(weak=False)
     def _reset_after_fork(**_):
         runtime.reset()
+
+    @signals.worker_ready.connect(weak=False)
+    def _ready(sender, **_):
+        queues = sorted(app.amqp.queues.consume_from or [settings.default_queue])
+        runtime.started(sender.hostname, queues, sender.controller.concurrency)
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _shutdown(**_):
+        runtime.stopped()
 
     @signals.setup_logging.connect(weak=False)
     def _logging(**_):

@@ -25,6 +25,8 @@ def upgrade() -> None:
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_seen', sa.DateTime(timezone=True), nullable=False),
     sa.Column('stopped_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('active', postgresql.ARRAY(sa.UUID()), server_default='{}', nullable=False),
+    sa.Column('processed', sa.Integer(), server_default='0', nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_worker_instances'))
     )
     op.create_index(op.f('ix_worker_instances_name'), 'worker_instances', ['name'], unique=False)

@@ -23,3 +23,8 @@ class WorkerInstance(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Ledger ids of the tasks this instance is executing, as of last_seen.
+    active: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(UUID(as_uuid=True)), default=list, server_default="{}"
+    )
+    processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
@@ -48,6 +48,10 @@ SPEC_COLUMNS = (
 
 class AttemptTimeout(Exception):
     """The attempt ran past its soft time limit."""
+
+
+class WorkerLostError(Exception):
+    """The worker (or its pool process) running the attempt died or stopped."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Executor:
     dispatcher: Dispatcher
     settings: Settings
     types: Mapping[str, TaskType]
+    instance: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
         self.counters = CounterStore(self.sessions)
@@ -123,6 +128,17 @@ class Executor:
             )
         return self._succeeded(tid, attempt, worker, result)
 
+    def abandon(self, tid: uuid.UUID, attempt: int, worker: str | None, reason: str) -> Outcome:
+        """Count a running attempt whose worker is gone as failed: retry it or dead-letter it."""
+        with self.sessions() as session:
+            spec = session.execute(
+                select(*SPEC_COLUMNS).where(Task.id == tid, Task.attempts == attempt)
+            ).first()
+        if spec is None:
+            return Outcome("skipped")
+        exc = WorkerLostError(f"attempt {attempt} was lost: {reason}")
+        return self._failed(tid, attempt, worker or "?", exc, permanent=False, spec=spec)
+
     def _claim(self, tid: uuid.UUID, worker: str) -> Any:
         now = utcnow()
         with transaction(self.sessions) as session:
@@ -145,6 +161,7 @@ class Executor:
                         task_id=tid,
                         attempt=row.attempts,
                         worker=worker,
+                        worker_instance=self.instance,
                         status="running",
                         started_at=now,
                     )

@@ -24,7 +24,9 @@ from scheduler_app.db import transaction
 from scheduler_app.models import Task, TaskEvent
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.dispatch import Dispatcher
+from scheduler_app.services.execution import Executor
 from scheduler_app.services.submission import dispatch_of
+from scheduler_app.services.workers import WorkerRegistry
 from scheduler_app.states import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,37 @@ class Reconciler:
     settings: Settings
     _suspects: set[uuid.UUID] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.workers = WorkerRegistry(self.sessions)
+        self.executor = Executor(self.sessions, self.dispatcher, self.settings, types={})
+
     def tick(self, now: datetime | None = None) -> int:
+        """One pass: recover lost attempts, then re-publish missing messages. Returns how many."""
+        return self.recover_lost_attempts(now) + self.republish_missing(now)
+
+    def recover_lost_attempts(self, now: datetime | None = None) -> int:
+        """Running attempts whose worker died or dropped them are retried or dead-lettered."""
+        lost = self.workers.lost_attempts(
+            timeout=self.settings.worker_timeout,
+            grace=max(self.settings.heartbeat_interval * 3, 1.0),
+            now=now,
+        )
+        for attempt in lost:
+            outcome = self.executor.abandon(
+                attempt.task_id, attempt.attempt, attempt.worker, attempt.reason
+            )
+            log.warning(
+                "attempt lost",
+                extra={
+                    "task_id": str(attempt.task_id),
+                    "attempt": attempt.attempt,
+                    "reason": attempt.reason,
+                    "outcome": outcome.status,
+                },
+            )
+        return len(lost)
+
+    def republish_missing(self, now: datetime | None = None) -> int:
         """Compare ledger and broker once; publish again what is missing. Returns how many."""
         now = now or utcnow()
         broker_lost = bool(self.broker.set(EPOCH_KEY, str(uuid.uuid4()), nx=True))

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
 from scheduler_app.db import transaction
 from scheduler_app.errors import Conflict, NotFound, ValidationFailed
-from scheduler_app.models import Task, TaskEvent
+from scheduler_app.models import Run, Task, TaskEvent
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.dispatch import Dispatcher
 from scheduler_app.services.principal import Principal
@@ -153,6 +153,11 @@ class TaskService:
             )
             if not moved:
                 raise Conflict(f"task is already {task.status}")
+            session.execute(
+                update(Run)
+                .where(Run.task_id == task_id, Run.finished_at.is_(None))
+                .values(status="cancelled", finished_at=utcnow())
+            )
         if was == TaskStatus.RUNNING:
             self.dispatcher.revoke(task_id, terminate=True)
         else:
