@@ -13,7 +13,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-.PHONY: help install run test lint format migrate worker scheduler api bench
+# promtool validates the Prometheus config in the tests; Debian's `prometheus` package has it.
+tools:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+.PHONY: help install tools run test lint format migrate worker scheduler api bench
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,7 +28,7 @@ install: $(VENV)/.installed ## Create .venv and install the project with its dev
 run: install ## Start the whole platform (embedded Postgres + Redis unless SCHEDULER_* URLs are set)
 	$(PY) manage.py standalone --port $(PORT)
 
-test: install ## Run the test suite (real Postgres, own redis-server, real worker processes)
+test: install tools ## Run the test suite (real Postgres, own redis-server, real worker processes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff check + format check

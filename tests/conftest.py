@@ -12,6 +12,7 @@ import pytest
 from tests.support import (
     Process,
     RedisServer,
+    Stack,
     TestDatabase,
     scheduler_argv,
     wait_until,
@@ -53,6 +54,7 @@ def process_env(database, redis_server) -> dict[str, str]:
         SCHEDULER_DATABASE_URL=database.url,
         SCHEDULER_BROKER_URL=redis_server.url,
         PYTHONUNBUFFERED="1",
+        REMAP_SIGTERM="SIGQUIT",
     )
     return env
 
@@ -132,3 +134,11 @@ def wait_status(api):
         return wait_until(current, timeout, 0.05, message=f"task {task_id} to reach {statuses}")
 
     return wait
+
+
+@pytest.fixture
+def stack(tmp_path, logdir) -> Iterator[Stack]:
+    """An isolated platform (own database and redis-server) for tests that break things."""
+    platform = Stack(tmp_path, logdir)
+    yield platform
+    platform.close()

@@ -172,9 +172,14 @@ class Process:
 
         wait_until(seen, timeout, 0.1, message=f"{self.name} to log {text!r}")
 
-    def signal(self, sig: int) -> None:
+    def signal(self, sig: int, group: bool = True) -> None:
+        """Send ``sig`` to the process group (a crash) or, with group=False, to the main process
+        only (what Kubernetes and docker stop do)."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
+            if group:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
 
     def stop(self, timeout: float = 20) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -215,3 +220,76 @@ def worker_argv(
 
 def scheduler_argv() -> list[str]:
     return [sys.executable, "manage.py", "scheduler"]
+
+
+TEST_TASK_MODULES = "tasks.demo,tasks.http,tests.task_types"
+
+
+class Stack:
+    """A platform of its own: database, redis-server, API app; workers and scheduler on demand.
+
+    For tests that kill processes or restart Redis without disturbing the rest of the session.
+    """
+
+    def __init__(self, workdir: Path, logdir: Path, **overrides) -> None:
+        from scheduler_app.app import create_app
+        from scheduler_app.config import load_settings
+
+        self.db = TestDatabase()
+        self.db.create()
+        self.redis = RedisServer(workdir)
+        self.redis.start()
+        self.logdir = logdir
+        self.settings = load_settings(
+            {
+                "profile": "test",
+                "database_url": self.db.url,
+                "broker_url": self.redis.url,
+                "task_modules": TEST_TASK_MODULES,
+                **overrides,
+            },
+            environ={},
+        )
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+        self.env.update(
+            SCHEDULER_PROFILE="test",
+            SCHEDULER_DATABASE_URL=self.db.url,
+            SCHEDULER_BROKER_URL=self.redis.url,
+            SCHEDULER_TASK_MODULES=TEST_TASK_MODULES,
+            PYTHONUNBUFFERED="1",
+            REMAP_SIGTERM="SIGQUIT",
+            **{f"SCHEDULER_{k.upper()}": str(v) for k, v in overrides.items()},
+        )
+        self.app = create_app(self.settings)
+        self.processes: list[Process] = []
+
+    @property
+    def ext(self):
+        return self.app.extensions["scheduler"]
+
+    def worker(
+        self,
+        queues: str = "default",
+        concurrency: int = 2,
+        pool: str = "prefork",
+        hostname: str | None = None,
+    ) -> Process:
+        proc = Process(
+            "worker", worker_argv(queues, concurrency, hostname, pool), self.env, self.logdir
+        ).start()
+        self.processes.append(proc)
+        proc.wait_for_log("ready.", 60)
+        return proc
+
+    def scheduler(self) -> Process:
+        proc = Process("scheduler", scheduler_argv(), self.env, self.logdir).start()
+        self.processes.append(proc)
+        proc.wait_for_log("scheduler started", 30)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.processes:
+            proc.stop(timeout=10)
+        self.redis.stop()
+        self.ext.engine.dispose()
+        self.db.drop()
