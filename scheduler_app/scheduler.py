@@ -14,7 +14,7 @@ from sqlalchemy import text
 from scheduler_app.config import Settings
 from scheduler_app.db import make_engine, make_session_factory
 from scheduler_app.services.dispatch import Dispatcher, make_producer_app
-from scheduler_app.services.promoter import promote_due
+from scheduler_app.services.promoter import expire_overdue, promote_due
 from scheduler_app.services.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,10 @@ class Scheduler:
         self.stopping = threading.Event()
 
     def promote(self) -> int:
-        return promote_due(self.sessions, self.dispatcher, self.settings)
+        """Release due tasks and fail the ones that expired while waiting."""
+        return promote_due(self.sessions, self.dispatcher, self.settings) + expire_overdue(
+            self.sessions
+        )
 
     def reconcile(self) -> int:
         """One reconciler pass, if this process holds the reconciler lock."""

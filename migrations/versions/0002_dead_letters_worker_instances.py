@@ -54,9 +54,16 @@ def upgrade() -> None:
     op.create_index(op.f('ix_dead_letters_owner_id'), 'dead_letters', ['owner_id'], unique=False)
     op.create_index(op.f('ix_dead_letters_task'), 'dead_letters', ['task'], unique=False)
     op.add_column('runs', sa.Column('worker_instance', sa.UUID(), nullable=True))
+    op.create_index(
+        'ix_tasks_expiring', 'tasks', ['expires_at'], unique=False,
+        postgresql_where=sa.text(
+            "expires_at IS NOT NULL AND status IN ('pending', 'scheduled', 'queued', 'retrying')"
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index('ix_tasks_expiring', table_name='tasks')
     op.drop_column('runs', 'worker_instance')
     op.drop_index(op.f('ix_dead_letters_task'), table_name='dead_letters')
     op.drop_index(op.f('ix_dead_letters_owner_id'), table_name='dead_letters')

@@ -50,6 +50,13 @@ class Task(Base):
             "dispatched_at",
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
+        Index(
+            "ix_tasks_expiring",
+            "expires_at",
+            postgresql_where=text(
+                "expires_at IS NOT NULL AND status IN ('pending', 'scheduled', 'queued', 'retrying')"
+            ),
+        ),
         Index("ix_tasks_tags", "tags", postgresql_using="gin"),
     )
 

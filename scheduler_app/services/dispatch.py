@@ -85,7 +85,9 @@ class Dispatcher:
         still refuses to start it.
         """
         try:
-            self.app.control.revoke(str(task_id), terminate=terminate, signal="SIGTERM")
+            # SIGKILL: pool processes ignore SIGTERM when the worker remaps it for soft shutdown,
+            # and a cancelled attempt has nothing left to report (the ledger already says so).
+            self.app.control.revoke(str(task_id), terminate=terminate, signal="SIGKILL")
         except (OperationalError, KombuError, RedisError, OSError) as exc:
             log.warning(
                 "revoke broadcast failed", extra={"task_id": str(task_id), "error": str(exc)}

@@ -86,3 +86,33 @@ def _on_real_clock(dispatch: Dispatch, now: datetime) -> Dispatch:
     if dispatch.eta is None or abs((now - real_now).total_seconds()) < 1:
         return dispatch
     return replace(dispatch, eta=real_now + (dispatch.eta - now))
+
+
+def expire_overdue(
+    sessions: sessionmaker[Session], *, now: datetime | None = None, limit: int = 1000
+) -> int:
+    """Fail (with a dead letter) waiting tasks whose expires_at passed before they started."""
+    now = now or utcnow()
+    waiting = [TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RETRYING, TaskStatus.PENDING]
+    with transaction(sessions) as session:
+        ids = session.scalars(
+            select(Task.id)
+            .where(
+                Task.expires_at <= now,
+                Task.status.in_([s.value for s in waiting]),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        moved = transition(
+            session,
+            ids,
+            TaskStatus.FAILED,
+            values={
+                "finished_at": now,
+                "error_type": "Expired",
+                "error_message": "the task was not started before its expires_at",
+            },
+            detail="expired before it could start",
+        )
+    return len(moved)

@@ -104,6 +104,14 @@ class TaskService:
         with self.sessions() as session:
             return self._visible(session, principal, task_id)
 
+    def get_any(self, task_id: uuid.UUID) -> Task:
+        """The task whoever owns it (internal callers); raises NotFound."""
+        with self.sessions() as session:
+            task = session.get(Task, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
     def events(self, principal: Principal, task_id: uuid.UUID) -> list[TaskEvent]:
         """The task's timeline, oldest first; raises NotFound."""
         with self.sessions() as session:

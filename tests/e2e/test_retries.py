@@ -1,0 +1,95 @@
+"""Retry policy on a real worker: exponential backoff with cap and jitter, timeouts, expiry."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from scheduler_app.models import Run
+
+pytestmark = pytest.mark.e2e
+
+
+def _submit(api, headers, **body) -> dict:
+    response = api.post("/api/v1/tasks", json=body, headers=headers)
+    assert response.status_code == 202, response.json
+    return response.json
+
+
+def _runs(app, task_id: str) -> list[Run]:
+    with app.extensions["scheduler"].tasks.sessions() as session:
+        return list(
+            session.scalars(
+                select(Run).where(Run.task_id == uuid.UUID(task_id)).order_by(Run.attempt)
+            )
+        )
+
+
+def test_backoff_delays_double_up_to_the_cap(app, api, submitter, worker, scheduler, wait_status):
+    """demo.fail with backoff=1, backoff_max=8, no jitter waits 1, 2, 4, 8, 8 s between attempts.
+
+    The 8 s waits are past the look-ahead, so they wait in Postgres and the scheduler releases
+    them: both paths are timed here.
+    """
+    task = _submit(
+        api,
+        submitter,
+        task="demo.fail",
+        retry={"max_retries": 5, "backoff": 1, "backoff_max": 8, "jitter": False},
+    )
+    done = wait_status(task["id"], submitter, timeout=60)
+    assert done["status"] == "failed" and done["attempts"] == 6
+    runs = _runs(app, task["id"])
+    assert [r.retry_delay for r in runs] == [1, 2, 4, 8, 8, None]
+    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in zip(runs, runs[1:])]
+    for gap, expected in zip(gaps, [1, 2, 4, 8, 8]):
+        assert expected - 0.05 <= gap <= expected + 0.5, gaps
+
+
+def test_jittered_delays_lie_between_zero_and_the_cap(app, api, submitter, worker, wait_status):
+    task = _submit(
+        api,
+        submitter,
+        task="demo.fail",
+        retry={"max_retries": 4, "backoff": 0.2, "backoff_max": 0.8, "jitter": True},
+    )
+    assert wait_status(task["id"], submitter, timeout=30)["status"] == "failed"
+    delays = [r.retry_delay for r in _runs(app, task["id"])][:-1]
+    caps = [0.2, 0.4, 0.8, 0.8]
+    assert len(delays) == 4
+    assert all(0 <= d <= cap for d, cap in zip(delays, caps)), delays
+    assert delays != caps  # drawn, not the cap itself
+
+
+def test_attempt_past_its_timeout_counts_as_failed(app, api, submitter, worker, wait_status):
+    task = _submit(
+        api,
+        submitter,
+        task="demo.sleep",
+        kwargs={"seconds": 5},
+        timeout=0.5,
+        retry={"max_retries": 1, "backoff": 0.1, "jitter": False},
+    )
+    done = wait_status(task["id"], submitter, timeout=30)
+    assert done["status"] == "failed"
+    assert done["attempts"] == 2
+    assert done["error"]["type"] == "AttemptTimeout"
+    assert all(r.error_type == "AttemptTimeout" for r in _runs(app, task["id"]))
+
+
+def test_task_not_started_before_expires_at_fails_with_a_reason(
+    api, submitter, make_client, scheduler, wait_status
+):
+    # queue "prio" has no worker in this session: the task can only wait, then expire.
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    task = _submit(api, submitter, task="demo.echo", queue="prio", expires_at=expires.isoformat())
+    done = wait_status(task["id"], submitter, timeout=15)
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "Expired"
+    assert done["attempts"] == 0
+    operator = make_client("operator")
+    dead = api.get("/api/v1/dlq?error_type=Expired&limit=1000", headers=operator).json["items"]
+    assert task["id"] in [d["task_id"] for d in dead]
