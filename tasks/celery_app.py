@@ -91,9 +91,15 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
     """Run one attempt of the ledger task ``task_id`` (the body of every task type)."""
     headers = self.request.headers or {}
     request_id = getattr(self.request, "request_id", None) or headers.get("request_id")
+    attempt = getattr(self.request, "ledger_attempt", None) or headers.get("ledger_attempt")
     worker = self.request.hostname or socket.gethostname()
     with bind_context(task_id=task_id, request_id=request_id, task=self.name):
-        outcome = self.runtime.executor.run(task_id, worker, timeout_error=(SoftTimeLimitExceeded,))
+        outcome = self.runtime.executor.run(
+            task_id,
+            worker,
+            attempt=int(attempt) if attempt else None,
+            timeout_error=(SoftTimeLimitExceeded,),
+        )
         log.info("attempt finished", extra={"outcome": outcome.status})
     return outcome.status
 

@@ -45,7 +45,10 @@ class ClientSchema(Schema):
     role = fields.String()
     disabled = fields.Boolean()
     created_at = fields.DateTime()
-    client_secret = fields.String(metadata={"description": "only in the creation response"})
+
+
+class ClientCreatedSchema(ClientSchema):
+    client_secret = fields.String(metadata={"description": "shown in this response only"})
 
 
 def _ext():
@@ -103,13 +106,14 @@ class Clients(MethodView):
     @require(Role.ADMIN)
     @blp.doc(security=BEARER)
     @blp.arguments(ClientCreateSchema)
-    @blp.response(201, ClientSchema)
+    @blp.response(201, ClientCreatedSchema)
     def post(self, body):
         """Create an API client; its secret is shown once"""
         client, secret = _ext().clients.create(body["name"], body["role"])
-        data = ClientSchema().dump(client)
-        data["client_secret"] = secret
-        return data
+        # Raw values: the response schema dumps them, and a second dump of a dumped created_at
+        # (already a string) raised a 500.
+        attributes = {name: getattr(client, name) for name in ClientSchema().fields}
+        return {**attributes, "client_secret": secret}
 
     @require(Role.ADMIN)
     @blp.doc(security=BEARER)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
 
 from flask import current_app, g, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from scheduler_app.api.fields import Text
+from scheduler_app.api.fields import Text, UtcDateTime
 from scheduler_app.api.security import BEARER, require
 from scheduler_app.api.task_schemas import TaskSchema
 from scheduler_app.services.principal import Role
@@ -22,8 +21,8 @@ class DeadLetterFilterSchema(Schema):
     task = Text(validate=validate.Length(min=1, max=200))
     queue = Text(validate=validate.Length(min=1, max=100))
     error_type = Text(validate=validate.Length(min=1, max=200))
-    since = fields.AwareDateTime(default_timezone=UTC)
-    before = fields.AwareDateTime(default_timezone=UTC)
+    since = UtcDateTime()
+    before = UtcDateTime()
     replayed = fields.Boolean()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError, fields
@@ -40,8 +41,10 @@ class Text(fields.String):
 
 
 class JsonList(fields.List):
+    """A JSON array of any JSON values (``null`` included) that JSONB can store."""
+
     def __init__(self, **kwargs: Any):
-        super().__init__(fields.Raw(), **kwargs)
+        super().__init__(fields.Raw(allow_none=True), **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list:
         result = super()._deserialize(value, attr, data, **kwargs)
@@ -50,10 +53,30 @@ class JsonList(fields.List):
 
 
 class JsonObject(fields.Dict):
+    """A JSON object of any JSON values (``null`` included) that JSONB can store."""
+
     def __init__(self, **kwargs: Any):
-        super().__init__(keys=fields.String(), values=fields.Raw(), **kwargs)
+        super().__init__(keys=fields.String(), values=fields.Raw(allow_none=True), **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict:
         result = super()._deserialize(value, attr, data, **kwargs)
         check_json_value(result)
         return result
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 instant, normalised to UTC; naive values are taken as UTC.
+
+    Python parses UTC offsets up to ±23:59 but PostgreSQL refuses those beyond ±15:59, so the
+    value goes on in UTC; an instant a ``datetime`` cannot hold in UTC is a field error.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(default_timezone=UTC, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValidationError("must be between years 1 and 9999 in UTC") from exc

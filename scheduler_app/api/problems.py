@@ -39,13 +39,38 @@ def problem(
     return response
 
 
+LOCATIONS = {"json", "query", "querystring", "headers", "files", "form", "view_args"}
+
+
+def _dotted(messages: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested marshmallow errors as one level keyed by dotted path: ``tasks.3.priority``.
+
+    The services name fields the same way, so a client reads every 422 alike. A nested
+    schema's own ``_schema`` errors belong to the field holding it (``retry``).
+    """
+    if not isinstance(messages, dict):
+        return {prefix or "_schema": messages}
+    flat: dict[str, Any] = {}
+    for key, value in messages.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key == "_schema" and prefix:
+            path = prefix
+        if isinstance(value, dict):
+            flat.update(_dotted(value, path))
+        else:
+            flat.setdefault(path, []).extend(value if isinstance(value, list) else [value])
+    return flat
+
+
 def _flatten_webargs(messages: Any) -> Any:
     """webargs nests errors by location ({"json": {...}}); clients want them by field."""
-    if isinstance(messages, dict) and set(messages) <= {"json", "query", "headers", "files"}:
+    if isinstance(messages, dict) and set(messages) <= LOCATIONS:
         merged: dict[str, Any] = {}
-        for part in messages.values():
+        for location, part in messages.items():
             if isinstance(part, dict):
-                merged.update(part)
+                merged.update(_dotted(part))
+            else:  # the location as a whole failed, e.g. a body that is not JSON
+                merged["body" if location == "json" else location] = part
         return merged
     return messages
 
@@ -75,8 +100,10 @@ def register_error_handlers(app: Flask) -> None:
         if status == 422:
             title, detail = "Validation failed", "one or more fields are invalid"
             code = "validation-failed"
-        elif status == 400 and errors:
-            title, detail, code = "Bad request", "the request could not be parsed", "bad-request"
+        elif status == 400:
+            title, code = "Bad request", "bad-request"
+            not_json = isinstance(errors, dict) and "body" in errors
+            detail = "the request body is not valid JSON" if not_json else exc.description
         else:
             title, detail, code = exc.name, exc.description, None
         headers = dict(data.get("headers") or {}) if isinstance(data, dict) else {}

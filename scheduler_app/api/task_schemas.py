@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from webargs.fields import DelimitedList
 
-from scheduler_app.api.fields import JsonList, JsonObject, Text
+from scheduler_app.api.fields import JsonList, JsonObject, Text, UtcDateTime
 from scheduler_app.states import TaskStatus
 
 NAME = validate.Length(min=1, max=200)
@@ -57,10 +55,10 @@ class TaskCreateSchema(Schema):
         allow_nan=False,
         metadata={"description": "seconds from now"},
     )
-    run_at = fields.AwareDateTime(default_timezone=UTC)
+    run_at = UtcDateTime()
     retry = fields.Nested(RetrySchema)
     timeout = fields.Float(validate=validate.Range(0, 86400, min_inclusive=False), allow_nan=False)
-    expires_at = fields.AwareDateTime(default_timezone=UTC)
+    expires_at = UtcDateTime()
     idempotency_key = Text(validate=validate.Length(min=1, max=255))
     notify = fields.Nested(NotifySchema)
     tags = fields.List(
@@ -144,8 +142,8 @@ class TaskQuerySchema(Schema):
     tag = Text(validate=validate.Length(min=1, max=100))
     workflow_id = fields.UUID()
     schedule_id = fields.UUID()
-    created_after = fields.AwareDateTime(default_timezone=UTC)
-    created_before = fields.AwareDateTime(default_timezone=UTC)
+    created_after = UtcDateTime()
+    created_before = UtcDateTime()
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
     cursor = Text(validate=validate.Length(min=1, max=200))
 

@@ -85,7 +85,9 @@ class TaskBatch(MethodView):
     @blp.response(202, TaskBatchResultSchema, description="All accepted (or none: see 422)")
     def post(self, body):
         """Submit up to 1000 tasks in one transaction"""
-        accepted = _service().submit(principal(), body["tasks"], request_id=g.request_id)
+        accepted = _service().submit(
+            principal(), body["tasks"], request_id=g.request_id, batch=True
+        )
         return {"items": [a.task for a in accepted]}
 
 

@@ -30,6 +30,7 @@ class Dispatch:
     eta: datetime | None = None
     timeout: float | None = None
     request_id: str | None = None
+    attempt: int = 1  # the attempt this message starts; a stale message cannot start another
 
 
 def make_producer_app(settings: Settings) -> Celery:
@@ -67,7 +68,7 @@ class Dispatcher:
                         eta=item.eta if item.eta and item.eta > utcnow() else None,
                         soft_time_limit=item.timeout,
                         time_limit=item.timeout + 5 if item.timeout else None,
-                        headers={"request_id": item.request_id} if item.request_id else None,
+                        headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
                         producer=producer,
                     )
                     sent += 1

@@ -93,11 +93,20 @@ class Executor:
         self.counters = CounterStore(self.sessions)
 
     def run(
-        self, task_id: str, worker: str, *, timeout_error: tuple[type[BaseException], ...] = ()
+        self,
+        task_id: str,
+        worker: str,
+        *,
+        attempt: int | None = None,
+        timeout_error: tuple[type[BaseException], ...] = (),
     ) -> Outcome:
-        """Run one attempt of the task if it is claimable; return what became of it."""
+        """Run one attempt of the task if it is claimable; return what became of it.
+
+        ``attempt`` is the attempt the message was published for: a stale message (one that
+        outlived its attempt, e.g. redelivered after a worker loss) cannot start a later one.
+        """
         tid = uuid.UUID(task_id)
-        claimed = self._claim(tid, worker)
+        claimed = self._claim(tid, worker, attempt)
         if claimed is None:
             return Outcome("skipped")
         attempt = claimed.attempts
@@ -139,8 +148,9 @@ class Executor:
         exc = WorkerLostError(f"attempt {attempt} was lost: {reason}")
         return self._failed(tid, attempt, worker or "?", exc, permanent=False, spec=spec)
 
-    def _claim(self, tid: uuid.UUID, worker: str) -> Any:
+    def _claim(self, tid: uuid.UUID, worker: str, attempt: int | None = None) -> Any:
         now = utcnow()
+        expected = [Task.attempts == attempt - 1] if attempt else []
         with transaction(self.sessions) as session:
             rows = transition(
                 session,
@@ -150,7 +160,7 @@ class Executor:
                     "attempts": Task.attempts + 1,
                     "started_at": func.coalesce(Task.started_at, func.clock_timestamp()),
                 },
-                where=[or_(Task.expires_at.is_(None), Task.expires_at > now)],
+                where=[or_(Task.expires_at.is_(None), Task.expires_at > now), *expected],
                 worker=worker,
                 returning=SPEC_COLUMNS,
             )
@@ -267,7 +277,7 @@ class Executor:
             log.info("task failed", extra={"task_id": str(tid), "error_type": kind})
             return Outcome("failed")
         if retry_in <= self.settings.lookahead_seconds:
-            self.dispatcher.publish([_retry_dispatch(tid, spec, run_at)])
+            self.dispatcher.publish([_retry_dispatch(tid, spec, run_at, attempt)])
         return Outcome("retrying", retry_in)
 
     @staticmethod
@@ -289,7 +299,7 @@ class Executor:
         )
 
 
-def _retry_dispatch(tid: uuid.UUID, spec: Any, run_at: datetime) -> Dispatch:
+def _retry_dispatch(tid: uuid.UUID, spec: Any, run_at: datetime, attempt: int) -> Dispatch:
     return Dispatch(
         id=tid,
         task=spec.task,
@@ -298,4 +308,5 @@ def _retry_dispatch(tid: uuid.UUID, spec: Any, run_at: datetime) -> Dispatch:
         eta=run_at,
         timeout=spec.timeout,
         request_id=spec.request_id,
+        attempt=attempt + 1,
     )

@@ -27,6 +27,7 @@ DISPATCH_COLUMNS = (
     Task.run_at,
     Task.timeout,
     Task.request_id,
+    Task.attempts,
 )
 
 

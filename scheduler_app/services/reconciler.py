@@ -8,8 +8,8 @@ harmless because a worker only runs a task it can claim with a guarded transitio
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 EPOCH_KEY = "scheduler:broker-epoch"
 UNACKED_KEY = "unacked"
-_ID = re.compile(rb'[{,] ?"id": ?"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"')
 DISPATCH_COLUMNS = (
     Task.id,
     Task.task,
@@ -50,16 +49,41 @@ def queue_keys(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}:{step}" for step in PRIORITY_STEPS]
 
 
-def ids_in_broker(client: redis.Redis, queues: list[str], chunk: int = 2000) -> set[uuid.UUID]:
-    """Every task id that has a message in Redis: queued or delivered-but-unacked."""
-    found: set[bytes] = set()
+def _message_key(raw: bytes) -> tuple[uuid.UUID, int | None] | None:
+    """(task id, attempt it was published for) of a kombu message, or None if not ours."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(message, list):  # unacked entries are [message, exchange, routing_key]
+        message = message[0] if message else {}
+    headers = message.get("headers") or {} if isinstance(message, dict) else {}
+    try:
+        task_id = uuid.UUID(str(headers.get("id")))
+    except ValueError:
+        return None
+    attempt = headers.get("ledger_attempt")
+    return task_id, int(attempt) if isinstance(attempt, int) else None
+
+
+def messages_in_broker(
+    client: redis.Redis, queues: list[str], chunk: int = 2000
+) -> set[tuple[uuid.UUID, int | None]]:
+    """(task id, attempt) of every message in Redis: queued, or delivered but not acked."""
+    found: set[tuple[uuid.UUID, int | None]] = set()
+
+    def add(raw: bytes) -> None:
+        key = _message_key(raw)
+        if key is not None:
+            found.add(key)
+
     for queue in queues:
         for key in queue_keys(queue):
             start = 0
             while True:
                 items = client.lrange(key, start, start + chunk - 1)
                 for raw in items:
-                    found.update(_ID.findall(raw[:4096]))
+                    add(raw)
                 if len(items) < chunk:
                     break
                 start += chunk
@@ -67,10 +91,10 @@ def ids_in_broker(client: redis.Redis, queues: list[str], chunk: int = 2000) -> 
     while True:
         cursor, entries = client.hscan(UNACKED_KEY, cursor, count=chunk)
         for raw in entries.values():
-            found.update(_ID.findall(raw[:4096]))
+            add(raw)
         if cursor == 0:
             break
-    return {uuid.UUID(value.decode()) for value in found}
+    return found
 
 
 @dataclass
@@ -117,9 +141,10 @@ class Reconciler:
         broker_lost = bool(self.broker.set(EPOCH_KEY, str(uuid.uuid4()), nx=True))
         cutoff = now - timedelta(seconds=self.settings.reconcile_grace_seconds)
         with self.sessions() as session:
-            candidates = set(
-                session.scalars(
-                    select(Task.id)
+            candidates = {
+                row.id: row.attempts + 1
+                for row in session.execute(
+                    select(Task.id, Task.attempts)
                     .where(
                         Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
                         Task.dispatched_at.is_not(None),
@@ -127,11 +152,18 @@ class Reconciler:
                     )
                     .limit(20_000)
                 )
-            )
+            }
         if not candidates:
             self._suspects.clear()
             return 0
-        missing = candidates - ids_in_broker(self.broker, list(self.settings.queues))
+        present = messages_in_broker(self.broker, list(self.settings.queues))
+        # A message for an earlier attempt (stale, e.g. left unacked by a dead worker) cannot
+        # start this one, so it does not count.
+        missing = {
+            task_id
+            for task_id, attempt in candidates.items()
+            if (task_id, attempt) not in present and (task_id, None) not in present
+        }
         # A message can be between a queue list and the unacked hash during one scan: only a
         # task missing on two scans in a row is published again, unless Redis lost everything.
         lost = missing if broker_lost else missing & self._suspects

@@ -127,6 +127,7 @@ def dispatch_of(task: Task | Mapping[str, Any]) -> Dispatch:
         eta=get("run_at"),
         timeout=get("timeout"),
         request_id=get("request_id"),
+        attempt=(get("attempts") or 0) + 1,
     )
 
 

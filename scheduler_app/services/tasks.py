@@ -45,12 +45,13 @@ class TaskService:
         *,
         request_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        batch: bool = False,
     ) -> list[Accepted]:
         """Validate every body (all or nothing), commit them, then publish the due ones.
 
         Raises ValidationFailed (naming ``tasks.N.field`` in a batch) or Conflict (idempotency).
         """
-        rows = self.prepare(principal, bodies, request_id=request_id, extra=extra)
+        rows = self.prepare(principal, bodies, request_id=request_id, extra=extra, batch=batch)
         with transaction(self.sessions) as session:
             accepted = insert_tasks(session, rows)
         self.publish(accepted)
@@ -63,10 +64,10 @@ class TaskService:
         *,
         request_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        batch: bool = False,
     ) -> list[dict[str, Any]]:
         """Validated ledger rows for the bodies; raises ValidationFailed naming every bad field."""
         now = utcnow()
-        batch = len(bodies) > 1
         errors: dict[str, list[str]] = {}
         rows = []
         for index, body in enumerate(bodies):
