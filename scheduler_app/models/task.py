@@ -54,7 +54,8 @@ class Task(Base):
             "ix_tasks_expiring",
             "expires_at",
             postgresql_where=text(
-                "expires_at IS NOT NULL AND status IN ('pending', 'scheduled', 'queued', 'retrying')"
+                "expires_at IS NOT NULL"
+                " AND status IN ('pending', 'scheduled', 'queued', 'retrying')"
             ),
         ),
         Index("ix_tasks_tags", "tags", postgresql_using="gin"),

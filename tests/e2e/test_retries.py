@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select
@@ -44,8 +45,8 @@ def test_backoff_delays_double_up_to_the_cap(app, api, submitter, worker, schedu
     assert done["status"] == "failed" and done["attempts"] == 6
     runs = _runs(app, task["id"])
     assert [r.retry_delay for r in runs] == [1, 2, 4, 8, 8, None]
-    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in zip(runs, runs[1:])]
-    for gap, expected in zip(gaps, [1, 2, 4, 8, 8]):
+    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in pairwise(runs)]
+    for gap, expected in zip(gaps, [1, 2, 4, 8, 8], strict=True):
         assert expected - 0.05 <= gap <= expected + 0.5, gaps
 
 
@@ -60,7 +61,7 @@ def test_jittered_delays_lie_between_zero_and_the_cap(app, api, submitter, worke
     delays = [r.retry_delay for r in _runs(app, task["id"])][:-1]
     caps = [0.2, 0.4, 0.8, 0.8]
     assert len(delays) == 4
-    assert all(0 <= d <= cap for d, cap in zip(delays, caps)), delays
+    assert all(0 <= d <= cap for d, cap in zip(delays, caps, strict=True)), delays
     assert delays != caps  # drawn, not the cap itself
 
 
