@@ -90,7 +90,7 @@ def test_worker_killed_mid_task_is_rerun_and_completes_once(stack, client):
     """SIGKILL of the whole worker (main process and pool) while the task runs.
 
     Negative control (run once): with ``recover_lost_attempts`` disabled in the reconciler the
-    task stays ``running`` and this test times out.
+    task stayed ``running`` and this test timed out.
     """
     stack.scheduler()
     first = stack.worker("default", 1)
@@ -130,8 +130,8 @@ def test_pool_process_killed_mid_task_is_retried(stack, client):
 def test_poison_task_that_kills_its_worker_ends_in_the_dead_letter_queue(stack, client):
     """A task that kills its process every time is bounded by max_retries, then dead-lettered.
 
-    Negative control (run once): with Celery's own ``task_reject_on_worker_lost=True`` and no
-    ledger bound, the message is requeued after every crash without end.
+    Negative control (run once): with the max_retries bound removed for lost attempts, the task
+    was retried after every crash without end and this test timed out.
     """
     stack.scheduler()
     worker = stack.worker("default", 1)
@@ -152,8 +152,9 @@ def test_redis_restarted_empty_with_200_tasks_in_flight_loses_none(stack, client
     without persistence. Every task still ends, and each completed exactly once (counted by the
     task itself in Postgres).
 
-    Negative control (run once): without the scheduler (no reconciler) the queued and retrying
-    tasks whose messages Redis lost never finish and this test times out.
+    Negative control (run once): with the reconciler's ``republish_missing`` disabled (the
+    scheduler still releasing delayed tasks), the queued and retrying tasks whose messages Redis
+    lost never finished and this test timed out.
     """
     stack.scheduler()
     worker = stack.worker("default", 4)
@@ -232,7 +233,7 @@ def test_duplicate_messages_never_run_a_task_twice(stack, client):
     """The same message published twice, and again after the task finished: one execution.
 
     Negative control (run once): without the status guard in the claim transition the task
-    started twice.
+    ran again (attempts > 1).
     """
     key = uuid.uuid4().hex
     task = client.submit(task="test.count", kwargs={"key": key, "seconds": 0.5}, queue="prio")
