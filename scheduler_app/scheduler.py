@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from scheduler_app.config import Settings
 from scheduler_app.db import make_engine, make_session_factory
+from scheduler_app.services.dead_letters import purge_older_than
 from scheduler_app.services.dispatch import Dispatcher, make_producer_app
 from scheduler_app.services.promoter import expire_overdue, promote_due
 from scheduler_app.services.reconciler import Reconciler
@@ -20,6 +21,7 @@ from scheduler_app.services.reconciler import Reconciler
 log = logging.getLogger(__name__)
 
 RECONCILER_LOCK = 0x5C4ED01E  # pg advisory lock: one reconciler scans at a time
+RETENTION_INTERVAL = 3600.0
 
 
 class Scheduler:
@@ -48,11 +50,16 @@ class Scheduler:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RECONCILER_LOCK})
 
+    def retain(self) -> int:
+        """Drop dead letters past their retention."""
+        return purge_older_than(self.sessions, self.settings.dlq_retention_days)
+
     def run(self) -> None:
         """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
         jobs: list[tuple[Callable[[], int], float]] = [
             (self.promote, self.settings.promoter_interval),
             (self.reconcile, self.settings.reconciler_interval),
+            (self.retain, RETENTION_INTERVAL),
         ]
         due = [0.0] * len(jobs)
         log.info("scheduler started")

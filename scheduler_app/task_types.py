@@ -37,6 +37,8 @@ class TaskType:
     description: str = ""
     queue: str | None = None
     max_retries: int | None = None
+    # Default retry policy of this type; a submission's ``retry`` overrides each key.
+    retry: dict[str, Any] = field(default_factory=dict)
     permanent_errors: tuple[type[BaseException], ...] = ()
     wants_context: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class TaskType:
             "description": self.description,
             "queue": self.queue,
             "max_retries": self.max_retries,
+            "retry": self.retry,
             "parameters": self.parameters,
         }
 
@@ -77,6 +80,9 @@ def task_type(
     *,
     queue: str | None = None,
     max_retries: int | None = None,
+    backoff: float | None = None,
+    backoff_max: float | None = None,
+    jitter: bool | None = None,
     permanent_errors: Iterable[type[BaseException]] = (),
     parameters: dict[str, str] | None = None,
     validator: Callable[[list[Any], dict[str, Any]], dict[str, list[str]]] | None = None,
@@ -101,6 +107,16 @@ def task_type(
             description=(inspect.getdoc(fn) or "").split("\n")[0],
             queue=queue,
             max_retries=max_retries,
+            retry={
+                key: value
+                for key, value in (
+                    ("max_retries", max_retries),
+                    ("backoff", backoff),
+                    ("backoff_max", backoff_max),
+                    ("jitter", jitter),
+                )
+                if value is not None
+            },
             permanent_errors=tuple(permanent_errors),
             wants_context=ctx_param is not None
             and ctx_param.kind is inspect.Parameter.KEYWORD_ONLY,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 
 from scheduler_app.celery_settings import celery_config
 from scheduler_app.config import Settings
@@ -78,9 +79,23 @@ class WorkerRuntime:
             log.exception("could not record the worker as stopped")
 
 
+class LedgerRequest(Request):
+    """Runs in the worker's main process: records what the pool process could not."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft:
+            return  # raised inside the task; the executor records it
+        try:
+            self.task.runtime.executor.timed_out(uuid.UUID(self.id), self.hostname)
+        except Exception:
+            log.exception("could not record a hard timeout", extra={"task_id": self.id})
+
+
 class LedgerTask(Task):
     """Base of every task type: the message carries only the ledger id."""
 
+    Request = LedgerRequest
     runtime: WorkerRuntime
     acks_late = True
     ignore_result = True
@@ -123,6 +138,33 @@ def create_celery_app(settings: Settings) -> Celery:
     def _ready(sender, **_):
         queues = sorted(app.amqp.queues.consume_from or [settings.default_queue])
         runtime.started(sender.hostname, queues, sender.controller.concurrency)
+
+    @signals.task_unknown.connect(weak=False)
+    def _unknown(sender=None, name=None, id=None, message=None, exc=None, **_):
+        # Celery drops a message whose task name no worker registered; the ledger must not
+        # wait for it forever (the reconciler would publish it again and again).
+        try:
+            runtime.executor.reject(
+                uuid.UUID(str(id)),
+                getattr(sender, "hostname", None) or socket.gethostname(),
+                "UnknownTaskType",
+                f"task type {name!r} is not registered on this worker",
+            )
+        except (ValueError, TypeError):
+            log.warning("dropped a message that is not a ledger task", extra={"name": name})
+
+    @signals.task_rejected.connect(weak=False)
+    def _rejected(sender=None, message=None, exc=None, **_):
+        task_id = (getattr(message, "headers", None) or {}).get("id")
+        try:
+            runtime.executor.reject(
+                uuid.UUID(str(task_id)),
+                getattr(sender, "hostname", None) or socket.gethostname(),
+                "RejectedMessage",
+                f"the worker could not decode the message: {exc}",
+            )
+        except (ValueError, TypeError):
+            log.warning("rejected a message that is not a ledger task")
 
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_):

@@ -273,9 +273,13 @@ class Stack:
         concurrency: int = 2,
         pool: str = "prefork",
         hostname: str | None = None,
+        **env: str,
     ) -> Process:
         proc = Process(
-            "worker", worker_argv(queues, concurrency, hostname, pool), self.env, self.logdir
+            "worker",
+            worker_argv(queues, concurrency, hostname, pool),
+            {**self.env, **env},
+            self.logdir,
         ).start()
         self.processes.append(proc)
         proc.wait_for_log("ready.", 60)

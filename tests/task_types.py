@@ -28,3 +28,20 @@ def count(key: str, seconds: float = 0.0, failures: int = 0, *, ctx: TaskContext
 def crash(**_: Any) -> None:
     """Kill the process running it, as a segfault or the OOM killer would."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task_type("test.stubborn")
+def stubborn(seconds: float = 30.0, **_: Any) -> None:
+    """Ignore the soft time limit (and any other interruption) until the hard limit kills it."""
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except BaseException:
+            continue
+
+
+@task_type("test.patient", max_retries=7, backoff=3.0, backoff_max=60.0, jitter=False)
+def patient(**_: Any) -> str:
+    """A type with its own default retry policy."""
+    return "ok"

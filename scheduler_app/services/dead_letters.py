@@ -140,8 +140,7 @@ class DeadLetterService:
 
     def purge_older_than(self, days: float, now: datetime | None = None) -> int:
         """Retention: remove dead letters that failed more than ``days`` ago."""
-        cutoff = (now or utcnow()) - timedelta(days=days)
-        return self.purge({"before": cutoff})
+        return purge_older_than(self.sessions, days, now)
 
     def _replay(self, ids: Sequence[uuid.UUID], request_id: str | None) -> ReplayResult:
         if not ids:
@@ -182,3 +181,16 @@ def _filtered(query: Select, filters: Mapping[str, Any]) -> Select:
         column = DeadLetter.replayed_task_id
         query = query.where(column.is_not(None) if filters["replayed"] else column.is_(None))
     return query
+
+
+def purge_older_than(
+    sessions: sessionmaker[Session], days: float, now: datetime | None = None
+) -> int:
+    """Retention: remove dead letters that failed more than ``days`` ago; return how many."""
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    with transaction(sessions) as session:
+        return len(
+            session.execute(
+                delete(DeadLetter).where(DeadLetter.failed_at < cutoff).returning(DeadLetter.id)
+            ).all()
+        )

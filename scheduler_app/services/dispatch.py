@@ -33,6 +33,11 @@ class Dispatch:
     attempt: int = 1  # the attempt this message starts; a stale message cannot start another
 
 
+def hard_limit(timeout: float | None) -> float | None:
+    """The hard time limit after the soft one: task code gets a moment to clean up."""
+    return timeout + max(1.0, timeout * 0.1) if timeout else None
+
+
 def make_producer_app(settings: Settings) -> Celery:
     """A Celery app that only publishes (the API and scheduler never import task code)."""
     app = Celery("scheduler-producer", set_as_current=False)
@@ -67,7 +72,7 @@ class Dispatcher:
                         priority=to_broker_priority(item.priority),
                         eta=item.eta if item.eta and item.eta > utcnow() else None,
                         soft_time_limit=item.timeout,
-                        time_limit=item.timeout + 5 if item.timeout else None,
+                        time_limit=hard_limit(item.timeout),
                         headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
                         producer=producer,
                     )

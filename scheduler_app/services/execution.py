@@ -148,6 +148,36 @@ class Executor:
         exc = WorkerLostError(f"attempt {attempt} was lost: {reason}")
         return self._failed(tid, attempt, worker or "?", exc, permanent=False, spec=spec)
 
+    def timed_out(self, tid: uuid.UUID, worker: str) -> Outcome:
+        """The pool killed an attempt at its hard time limit: count it as a timed-out attempt."""
+        with self.sessions() as session:
+            spec = session.execute(
+                select(Task.attempts, Task.timeout, *SPEC_COLUMNS).where(
+                    Task.id == tid, Task.status == TaskStatus.RUNNING.value
+                )
+            ).first()
+        if spec is None:
+            return Outcome("skipped")
+        exc = AttemptTimeout(
+            f"attempt {spec.attempts} exceeded its timeout of {spec.timeout}s and was killed"
+        )
+        return self._failed(tid, spec.attempts, worker, exc, permanent=False, spec=spec)
+
+    def reject(self, tid: uuid.UUID, worker: str, error_type: str, message: str) -> Outcome:
+        """Fail a waiting task that this worker can never run (e.g. an unknown task type)."""
+        now = utcnow()
+        with transaction(self.sessions) as session:
+            moved = transition(
+                session,
+                tid,
+                TaskStatus.FAILED,
+                values={"finished_at": now, "error_type": error_type, "error_message": message},
+                where=[Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value])],
+                worker=worker,
+                detail=f"{error_type}: {message}",
+            )
+        return Outcome("failed" if moved else "skipped")
+
     def _claim(self, tid: uuid.UUID, worker: str, attempt: int | None = None) -> Any:
         now = utcnow()
         expected = [Task.attempts == attempt - 1] if attempt else []

@@ -75,8 +75,14 @@ def build_row(
     if errors:
         raise ValidationFailed("the task cannot be accepted", errors=errors)
 
-    retry = body.get("retry") or {}
-    default_retries = ttype.max_retries if ttype.max_retries is not None else None
+    retry = {
+        "max_retries": settings.default_max_retries,
+        "backoff": settings.default_backoff,
+        "backoff_max": settings.default_backoff_max,
+        "jitter": settings.default_jitter,
+        **(ttype.retry if ttype else {}),
+        **(body.get("retry") or {}),
+    }
     status = (
         TaskStatus.QUEUED
         if run_at <= now + timedelta(seconds=settings.lookahead_seconds)
@@ -91,13 +97,10 @@ def build_row(
         "priority": body.get("priority", 5),
         "status": status.value,
         "attempts": 0,
-        "max_retries": retry.get(
-            "max_retries",
-            default_retries if default_retries is not None else settings.default_max_retries,
-        ),
-        "backoff": retry.get("backoff", settings.default_backoff),
-        "backoff_max": retry.get("backoff_max", settings.default_backoff_max),
-        "jitter": retry.get("jitter", settings.default_jitter),
+        "max_retries": retry["max_retries"],
+        "backoff": retry["backoff"],
+        "backoff_max": max(retry["backoff_max"], retry["backoff"]),
+        "jitter": retry["jitter"],
         "timeout": body.get("timeout"),
         "run_at": run_at,
         "expires_at": expires_at,
