@@ -46,7 +46,7 @@ api: install ## Run the API with gunicorn on $(PORT)
 	$(VENV)/bin/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 --threads 4 scheduler_app.wsgi:app
 
 worker: install ## Run a worker on the default, high and low queues
-	$(VENV)/bin/celery -A tasks.worker worker -l INFO -Q default,high,low
+	REMAP_SIGTERM=SIGQUIT $(VENV)/bin/celery -A tasks.worker worker -l INFO -Q default,high,low
 
 scheduler: install ## Run the scheduler (delayed tasks, reconciler)
 	$(PY) manage.py scheduler
