@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.db import transaction
 from scheduler_app.errors import Conflict, NotFound
 from scheduler_app.models import DeadLetter, Task
 from scheduler_app.models.base import utcnow
+from scheduler_app.services.pagination import keyset_page
 from scheduler_app.services.principal import Principal, Role
 from scheduler_app.services.submission import insert_tasks
-from scheduler_app.services.tasks import TaskService, decode_cursor, encode_cursor
+from scheduler_app.services.tasks import TaskService
 
 MAX_BULK = 10_000
 
@@ -69,21 +70,14 @@ class DeadLetterService:
         self, filters: Mapping[str, Any], limit: int, cursor: str | None
     ) -> tuple[list[DeadLetter], str | None]:
         """One page of dead letters, newest failure first, and the next cursor (or None)."""
-        query = _filtered(select(DeadLetter), filters)
-        if cursor:
-            failed_at, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    DeadLetter.failed_at < failed_at,
-                    and_(DeadLetter.failed_at == failed_at, DeadLetter.id < last_id),
-                )
-            )
-        query = query.order_by(DeadLetter.failed_at.desc(), DeadLetter.id.desc()).limit(limit + 1)
-        with self.sessions() as session:
-            items = list(session.scalars(query))
-        more = len(items) > limit
-        items = items[:limit]
-        return items, encode_cursor(items[-1].failed_at, items[-1].id) if more else None
+        return keyset_page(
+            self.sessions,
+            _filtered(select(DeadLetter), filters),
+            DeadLetter.failed_at,
+            DeadLetter.id,
+            limit,
+            cursor,
+        )
 
     def get(self, dead_letter_id: uuid.UUID) -> DeadLetter:
         """The dead letter; raises NotFound."""

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
@@ -20,6 +17,7 @@ from scheduler_app.errors import Conflict, NotFound, ValidationFailed
 from scheduler_app.models import Run, Task, TaskEvent
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.dispatch import Dispatcher
+from scheduler_app.services.pagination import keyset_page
 from scheduler_app.services.principal import Principal
 from scheduler_app.services.submission import Accepted, build_row, dispatch_of, insert_tasks
 from scheduler_app.services.transitions import transition
@@ -129,21 +127,14 @@ class TaskService:
         self, principal: Principal, filters: Mapping[str, Any], limit: int, cursor: str | None
     ) -> tuple[list[Task], str | None]:
         """One page of tasks, newest first, and the cursor of the next page (or None)."""
-        query = _filtered(select(Task), principal, filters)
-        if cursor:
-            created_at, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    Task.created_at < created_at,
-                    and_(Task.created_at == created_at, Task.id < last_id),
-                )
-            )
-        query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
-        with self.sessions() as session:
-            items = list(session.scalars(query))
-        more = len(items) > limit
-        items = items[:limit]
-        return items, encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        return keyset_page(
+            self.sessions,
+            _filtered(select(Task), principal, filters),
+            Task.created_at,
+            Task.id,
+            limit,
+            cursor,
+        )
 
     def cancel(self, principal: Principal, task_id: uuid.UUID) -> Task:
         """Cancel a task that has not finished; a running attempt is terminated.
@@ -195,21 +186,3 @@ def _filtered(query: Select, principal: Principal, filters: Mapping[str, Any]) -
     if filters.get("created_before"):
         query = query.where(Task.created_at < filters["created_before"])
     return query
-
-
-def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
-    """An opaque position in a list ordered by (time desc, id desc)."""
-    raw = f"{at.isoformat()}|{row_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """Parse a cursor made by encode_cursor; raises ValidationFailed when it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, task_id = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(task_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ValidationFailed(
-            "cursor is not valid", errors={"cursor": ["not a valid cursor"]}
-        ) from exc
