@@ -52,6 +52,5 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_soft_shutdown_timeout": settings.shutdown_timeout,
-        "worker_enable_soft_shutdown_on_idle": True,
         "worker_disable_rate_limits": True,
     }

@@ -66,11 +66,16 @@ def _message_key(raw: bytes) -> tuple[uuid.UUID, int | None] | None:
     return task_id, int(attempt) if isinstance(attempt, int) else None
 
 
+MessageKeys = set[tuple[uuid.UUID, int | None]]
+
+
 def messages_in_broker(
     client: redis.Redis, queues: list[str], chunk: int = 2000
-) -> set[tuple[uuid.UUID, int | None]]:
-    """(task id, attempt) of every message in Redis: queued, or delivered but not acked."""
-    found: set[tuple[uuid.UUID, int | None]] = set()
+) -> tuple[MessageKeys, MessageKeys]:
+    """(task id, attempt) of every message in Redis: (waiting in a queue, delivered not acked)."""
+    waiting: MessageKeys = set()
+    delivered: MessageKeys = set()
+    found = waiting
 
     def add(raw: bytes) -> None:
         key = _message_key(raw)
@@ -87,6 +92,7 @@ def messages_in_broker(
                 if len(items) < chunk:
                     break
                 start += chunk
+    found = delivered
     cursor = 0
     while True:
         cursor, entries = client.hscan(UNACKED_KEY, cursor, count=chunk)
@@ -94,7 +100,7 @@ def messages_in_broker(
             add(raw)
         if cursor == 0:
             break
-    return found
+    return waiting, delivered
 
 
 @dataclass
@@ -141,29 +147,29 @@ class Reconciler:
         broker_lost = bool(self.broker.set(EPOCH_KEY, str(uuid.uuid4()), nx=True))
         cutoff = now - timedelta(seconds=self.settings.reconcile_grace_seconds)
         with self.sessions() as session:
-            candidates = {
-                row.id: row.attempts + 1
-                for row in session.execute(
-                    select(Task.id, Task.attempts)
-                    .where(
-                        Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
-                        Task.dispatched_at.is_not(None),
-                        Task.dispatched_at <= cutoff,
-                    )
-                    .limit(20_000)
+            rows = session.execute(
+                select(Task.id, Task.attempts, Task.run_at)
+                .where(
+                    Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
+                    Task.dispatched_at.is_not(None),
+                    Task.dispatched_at <= cutoff,
                 )
-            }
-        if not candidates:
+                .limit(20_000)
+            ).all()
+        if not rows:
             self._suspects.clear()
             return 0
-        present = messages_in_broker(self.broker, list(self.settings.queues))
-        # A message for an earlier attempt (stale, e.g. left unacked by a dead worker) cannot
-        # start this one, so it does not count.
-        missing = {
-            task_id
-            for task_id, attempt in candidates.items()
-            if (task_id, attempt) not in present and (task_id, None) not in present
-        }
+        waiting, delivered = messages_in_broker(self.broker, list(self.settings.queues))
+        # Only a message for the current attempt counts: a stale one (e.g. left unacked by a
+        # dead worker) cannot start it. A delivered message whose task is overdue by more than
+        # worker_timeout is held by a worker that died or hung: it does not count either.
+        overdue = now - timedelta(seconds=self.settings.worker_timeout)
+        missing = set()
+        for row in rows:
+            keys = {(row.id, row.attempts + 1), (row.id, None)}
+            if keys & waiting or (keys & delivered and row.run_at > overdue):
+                continue
+            missing.add(row.id)
         # A message can be between a queue list and the unacked hash during one scan: only a
         # task missing on two scans in a row is published again, unless Redis lost everything.
         lost = missing if broker_lost else missing & self._suspects
