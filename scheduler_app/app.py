@@ -10,13 +10,12 @@ from typing import Any
 
 import redis
 from flask import Flask, g, request
-from flask_smorest import Api
 from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from scheduler_app.api import auth, dead_letters, health, tasks
-from scheduler_app.api.problems import problem, register_error_handlers
+from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
 from scheduler_app.api.security import init_jwt
 from scheduler_app.config import Settings, load_settings
 from scheduler_app.db import make_engine, make_session_factory
@@ -88,7 +87,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     )
 
     init_jwt(app)
-    api = Api(app)
+    api = ProblemApi(app)
     for module in (health, auth, tasks, dead_letters):
         api.register_blueprint(module.blp)
     register_error_handlers(app)

@@ -6,12 +6,38 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, json
+from flask_smorest import Api
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from scheduler_app.errors import AppError
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://scheduler.dev/problems/"
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, as every error of this API is sent."""
+
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    errors = fields.Raw(metadata={"description": "per field: a list of messages"})
+    request_id = fields.String()
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api documenting errors as application/problem+json."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self):
+        self.DEFAULT_RESPONSE_CONTENT_TYPE = "application/problem+json"
+        try:
+            super()._register_responses()
+        finally:
+            del self.DEFAULT_RESPONSE_CONTENT_TYPE
 
 
 def problem(

@@ -214,8 +214,12 @@ def test_redis_restarted_empty_with_200_tasks_in_flight_loses_none(stack, client
 
 
 def test_worker_keeps_consuming_after_redis_restarts_under_unacked_and_eta_messages(stack, client):
-    """Regression for celery 5.7.0, whose worker exited here with ``AttributeError: 'NoneType'
-    object has no attribute 'hostname'``; the pinned 5.6.3 reconnects."""
+    """Regression for celery 5.7.0, whose worker exits here with ``AttributeError: 'NoneType'
+    object has no attribute 'hostname'``; the pinned 5.6.3 reconnects.
+
+    Negative control (run once, with celery 5.7.0 and kombu 5.7.0 in another venv): the worker
+    logged "Unrecoverable error: AttributeError(...'hostname')", exited, and this test timed out.
+    """
     stack.scheduler()
     worker = stack.worker("default", 2)
     running = client.submit(task="test.count", kwargs={"key": uuid.uuid4().hex, "seconds": 3})

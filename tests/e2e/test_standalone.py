@@ -173,6 +173,24 @@ def test_standalone_runs_a_task_on_embedded_services_and_stops_cleanly(tmp_path,
         for role in expected:
             assert role in described, f"no {role!r} among standalone's processes:\n{described}"
 
+        # A worker that dies is restarted, as a process supervisor would.
+        [worker] = [
+            c
+            for c in children
+            if c.ppid() == proc.pid and "tasks.worker worker" in " ".join(c.cmdline())
+        ]
+        worker.kill()
+        response = http.post(
+            f"{api}/api/v1/tasks",
+            json={"task": "demo.echo", "args": ["again"]},
+            headers=headers,
+            timeout=10,
+        )
+        task_id = response.json()["id"]
+        task = _wait(succeeded, 90, f"task {task_id} to succeed after a worker restart", proc, log)
+        assert task["result"] == {"args": ["again"], "kwargs": {}}
+        children = _started_by(proc.pid, data_dir)
+
         stopping = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:

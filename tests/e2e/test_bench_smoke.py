@@ -1,0 +1,55 @@
+"""``python -m bench --quick`` runs every scenario and prints every row (no timing assertions).
+
+The bench starts its own database, redis-server, API, workers and peers, so this is an e2e test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import Row, Target, render
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = {
+    "1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c", "4a", "4b",
+    "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d",
+}  # fmt: skip
+WITHOUT_RAW = {"5c", "5d", "6b"}  # raw Celery cannot do these (see the rows' notes)
+
+
+@pytest.mark.e2e
+def test_quick_bench_prints_every_scenario_row(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    printed = {line.split("|")[1].strip() for line in table[1:]}
+    assert printed == ROWS, done.stdout
+    assert "machine:" in done.stdout and "load average" in done.stdout
+    rows = {row["key"]: row for row in json.loads(out.read_text())["rows"]}
+    for key, row in rows.items():
+        assert row["ours"] and all(math.isfinite(v) for v in row["ours"]), row
+        if key not in WITHOUT_RAW:
+            assert row["raw"] and all(math.isfinite(v) for v in row["raw"]), row
+            assert math.isfinite(row["ratio"]), row
+
+
+def test_missed_target_is_flagged_with_its_shortfall():
+    missed = Row("9a", "example", "req/s", ours=[30.0], raw=[100.0], target=Target("ratio>=", 0.6))
+    met = Row("9b", "example", "ms", ours=[20.0, 40.0], target=Target("ours<=", 50))
+    table = render([missed, met])
+    assert missed.met is False and met.met is True
+    assert "| **NO** |" in table and "| yes " in table
+    assert "9a example: 50% below the target" in table
