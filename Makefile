@@ -50,3 +50,6 @@ worker: install ## Run a worker on the default, high and low queues
 
 scheduler: install ## Run the scheduler (delayed tasks, reconciler)
 	$(PY) manage.py scheduler
+
+bench: install ## Benchmark ours vs raw Celery, Dramatiq, RQ (< 10 min; BENCH_ARGS=--quick: < 1 min)
+	$(PY) -m bench $(BENCH_ARGS)

@@ -129,11 +129,8 @@ def task_type(
 
 
 def load_task_modules(modules: Iterable[str]) -> dict[str, TaskType]:
-    """Import the task modules so their types register; return the registry."""
-    for module in modules:
+    """Import the task modules so their types register; return the types they define."""
+    wanted = set(modules)
+    for module in wanted:
         importlib.import_module(module)
-    return dict(_REGISTRY)
-
-
-def registry() -> dict[str, TaskType]:
-    return dict(_REGISTRY)
+    return {name: t for name, t in _REGISTRY.items() if t.fn.__module__ in wanted}
