@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
 from scheduler_app.db import transaction
-from scheduler_app.models import Run, Task
+from scheduler_app.models import Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.backoff import retry_delay
 from scheduler_app.services.counters import CounterStore
@@ -56,7 +56,7 @@ class WorkerLostError(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # skipped | succeeded | retrying | failed | cancelled
+    status: str  # skipped | succeeded | retrying | failed | discarded
     retry_in: float | None = None
 
 
@@ -193,20 +193,15 @@ class Executor:
                 where=[or_(Task.expires_at.is_(None), Task.expires_at > now), *expected],
                 worker=worker,
                 returning=SPEC_COLUMNS,
+                run={
+                    "worker": worker,
+                    "worker_instance": self.instance,
+                    "status": "running",
+                    "started_at": now,
+                },
             )
             if rows:
-                row = rows[0]
-                session.execute(
-                    insert(Run).values(
-                        task_id=tid,
-                        attempt=row.attempts,
-                        worker=worker,
-                        worker_instance=self.instance,
-                        status="running",
-                        started_at=now,
-                    )
-                )
-                return row
+                return rows[0]
             expired = transition(
                 session,
                 tid,
@@ -243,9 +238,10 @@ class Executor:
                 },
                 where=[Task.attempts == attempt],
                 worker=worker,
+                run={"status": "succeeded", "finished_at": now},
             )
-            self._close_run(session, tid, attempt, "succeeded" if moved else "discarded", now)
-        return Outcome("succeeded" if moved else "cancelled")
+        # Not moved: cancelled meanwhile, or the attempt was declared lost and retried.
+        return Outcome("succeeded" if moved else "discarded")
 
     def _failed(
         self,
@@ -263,6 +259,14 @@ class Executor:
         retry_in: float | None = None
         if not permanent and spec is not None and attempt <= spec.max_retries:
             retry_in = retry_delay(attempt, spec.backoff, spec.backoff_max, spec.jitter)
+        run = {
+            "status": "failed",
+            "finished_at": now,
+            "error_type": kind,
+            "error_message": message,
+            "traceback": trace,
+            "retry_delay": retry_in,
+        }
         with transaction(self.sessions) as session:
             if retry_in is not None:
                 run_at = now + timedelta(seconds=retry_in)
@@ -280,6 +284,7 @@ class Executor:
                     where=[Task.attempts == attempt],
                     worker=worker,
                     detail=f"{kind}: {message} (next attempt in {retry_in:.3f}s)",
+                    run=run,
                 )
             else:
                 moved = transition(
@@ -291,42 +296,16 @@ class Executor:
                     worker=worker,
                     detail=f"{kind}: {message}",
                     traceback=trace,
+                    run=run,
                 )
-            self._close_run(
-                session,
-                tid,
-                attempt,
-                "failed" if moved else "discarded",
-                now,
-                error=(kind, message, trace),
-                retry_delay=retry_in,
-            )
         if not moved:
-            return Outcome("cancelled")
+            return Outcome("discarded")
         if retry_in is None:
             log.info("task failed", extra={"task_id": str(tid), "error_type": kind})
             return Outcome("failed")
         if retry_in <= self.settings.lookahead_seconds:
             self.dispatcher.publish([_retry_dispatch(tid, spec, run_at, attempt)])
         return Outcome("retrying", retry_in)
-
-    @staticmethod
-    def _close_run(
-        session: Session,
-        tid: uuid.UUID,
-        attempt: int,
-        status: str,
-        now: datetime,
-        *,
-        error: tuple[str, str, str] | None = None,
-        retry_delay: float | None = None,
-    ) -> None:
-        values: dict[str, Any] = {"status": status, "finished_at": now, "retry_delay": retry_delay}
-        if error:
-            values.update(error_type=error[0], error_message=error[1], traceback=error[2])
-        session.execute(
-            update(Run).where(Run.task_id == tid, Run.attempt == attempt).values(**values)
-        )
 
 
 def _retry_dispatch(tid: uuid.UUID, spec: Any, run_at: datetime, attempt: int) -> Dispatch:

@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
 from scheduler_app.db import transaction
 from scheduler_app.errors import Conflict, NotFound, ValidationFailed
-from scheduler_app.models import Run, Task, TaskEvent
+from scheduler_app.models import Task, TaskEvent
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.dispatch import Dispatcher
 from scheduler_app.services.pagination import keyset_page
@@ -150,14 +150,10 @@ class TaskService:
                 TaskStatus.CANCELLED,
                 values={"finished_at": utcnow()},
                 detail="cancelled by client",
+                run={"status": "cancelled", "finished_at": utcnow()},
             )
             if not moved:
                 raise Conflict(f"task is already {task.status}")
-            session.execute(
-                update(Run)
-                .where(Run.task_id == task_id, Run.finished_at.is_(None))
-                .values(status="cancelled", finished_at=utcnow())
-            )
         if was == TaskStatus.RUNNING:
             self.dispatcher.revoke(task_id, terminate=True)
         else:

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from scheduler_app.models import DeadLetter, Task, TaskEvent
+from scheduler_app.models import DeadLetter, Run, Task, TaskEvent
 from scheduler_app.states import ALLOWED_SOURCES, TaskStatus
 
 
@@ -25,13 +25,15 @@ def transition(
     detail: str | None = None,
     returning: Sequence[Any] = (),
     traceback: str | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Move the given tasks to ``to`` where their current state allows it; return the moved rows.
 
     The WHERE clause carries the allowed sources, so a task already terminal (or moved by someone
     else in between) is simply not returned: callers treat an empty result as "not applicable".
     A move to ``failed`` writes the task's dead letter in the same statement, so every failed
-    task has exactly one.
+    task has exactly one. With ``run``, the same statement also starts the attempt's run (a move
+    to ``running``) or closes it with these values (any other move).
     """
     ids = [task_ids] if isinstance(task_ids, uuid.UUID) else list(task_ids)
     if not ids:
@@ -72,6 +74,8 @@ def transition(
         .cte("event")
     )
     query = select(moved).add_cte(event)
+    if run is not None:
+        query = query.add_cte(_run_change(moved, to, run))
     if to is TaskStatus.FAILED:
         query = query.add_cte(_dead_letters(moved, worker, traceback))
     return list(session.execute(query).all())
@@ -135,4 +139,23 @@ def record_event(
             worker=worker,
             detail=detail,
         )
+    )
+
+
+def _run_change(moved: Any, to: TaskStatus, values: Mapping[str, Any]) -> Any:
+    if to is TaskStatus.RUNNING:
+        names = ["task_id", "attempt", *values]
+        columns = Run.__table__.c
+        rows = select(
+            moved.c.id,
+            moved.c.attempts,
+            *(literal(value, type_=columns[name].type) for name, value in values.items()),
+        )
+        return insert(Run).from_select(names, rows).cte("run_started")
+    return (
+        update(Run)
+        .where(Run.task_id == moved.c.id, Run.attempt == moved.c.attempts)
+        .where(Run.finished_at.is_(None))
+        .values(**values)
+        .cte("run_closed")
     )
