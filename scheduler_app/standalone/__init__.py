@@ -102,7 +102,7 @@ def _run(
     }
     _write_private(data_dir / "standalone.json", json.dumps(info, indent=2) + "\n")
     supervisor.log(_summary(info, data_dir))
-    _watch_ready(supervisor, f"{info['api_url']}/readyz", started)
+    _watch_ready(supervisor, info["api_url"], admin, started)
     return supervisor.run()
 
 
@@ -234,10 +234,13 @@ def _queues(env: Mapping[str, str]) -> tuple[str, ...]:
     return load_settings(environ=env).queues
 
 
-def _watch_ready(supervisor: Supervisor, url: str, started: float) -> None:
-    """Log once the API answers its readiness probe."""
+def _watch_ready(
+    supervisor: Supervisor, api_url: str, admin: Mapping[str, str], started: float
+) -> None:
+    """Log once the API answers its readiness probe, with an admin access token to try it."""
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    url = f"{api_url}/readyz"
 
     def watch() -> None:
         while not supervisor.stopping:
@@ -246,12 +249,32 @@ def _watch_ready(supervisor: Supervisor, url: str, started: float) -> None:
                     if response.status == 200:
                         took = time.monotonic() - started
                         supervisor.log(f"ready after {took:.1f}s: {url} answers 200")
+                        _print_token(supervisor, opener, api_url, admin)
                         return
             except OSError:
                 pass
             time.sleep(0.5)
 
     threading.Thread(target=watch, name="readiness", daemon=True).start()
+
+
+def _print_token(
+    supervisor: Supervisor, opener: Any, api_url: str, admin: Mapping[str, str]
+) -> None:
+    """Print an admin access token (valid for access_token_ttl, 15 min by default)."""
+    body = json.dumps(
+        {"client_id": admin["client_id"], "client_secret": admin["client_secret"]}
+    ).encode()
+    request = urllib.request.Request(
+        f"{api_url}/api/v1/auth/token", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with opener.open(request, timeout=10) as response:
+            token = json.loads(response.read())["access_token"]
+    except (OSError, ValueError, KeyError) as exc:
+        supervisor.log(f"could not get an admin token: {exc}")
+        return
+    supervisor.log(f"admin access token (15 min): export TOKEN={token}")
 
 
 def _masked(url: str) -> str:
