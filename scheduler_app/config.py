@@ -62,6 +62,10 @@ class Settings:
     # Keep the Kubernetes terminationGracePeriodSeconds above it (see README).
     shutdown_timeout: float = 25.0
     dlq_retention_days: float = 30.0
+    # Workers' ledger writes need not wait for the WAL flush: a Postgres crash can only lose
+    # the last moments of progress, which the reconciler redoes (at-least-once). The API's
+    # acceptance of a task always commits synchronously.
+    worker_synchronous_commit: bool = False
     log_level: str = "INFO"
     log_json: bool = True
     db_pool_size: int = 10

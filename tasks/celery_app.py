@@ -52,7 +52,10 @@ class WorkerRuntime:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = make_engine(self.settings, pool_size=2, max_overflow=2)
+            options = {}
+            if not self.settings.worker_synchronous_commit:
+                options["connect_args"] = {"options": "-c synchronous_commit=off"}
+            self._engine = make_engine(self.settings, pool_size=2, max_overflow=2, **options)
         return self._engine
 
     def reset(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
@@ -25,7 +25,7 @@ from scheduler_app.models.base import utcnow
 from scheduler_app.services.backoff import retry_delay
 from scheduler_app.services.counters import CounterStore
 from scheduler_app.services.dispatch import Dispatch, Dispatcher
-from scheduler_app.services.transitions import transition
+from scheduler_app.services.transitions import claim_attempt, succeed_attempt, transition
 from scheduler_app.states import TaskStatus
 from scheduler_app.task_types import TaskContext, TaskType
 
@@ -180,28 +180,12 @@ class Executor:
 
     def _claim(self, tid: uuid.UUID, worker: str, attempt: int | None = None) -> Any:
         now = utcnow()
-        expected = [Task.attempts == attempt - 1] if attempt else []
         with transaction(self.sessions) as session:
-            rows = transition(
-                session,
-                tid,
-                TaskStatus.RUNNING,
-                values={
-                    "attempts": Task.attempts + 1,
-                    "started_at": func.coalesce(Task.started_at, func.clock_timestamp()),
-                },
-                where=[or_(Task.expires_at.is_(None), Task.expires_at > now), *expected],
-                worker=worker,
-                returning=SPEC_COLUMNS,
-                run={
-                    "worker": worker,
-                    "worker_instance": self.instance,
-                    "status": "running",
-                    "started_at": now,
-                },
+            claimed = claim_attempt(
+                session, tid, worker=worker, instance=self.instance, now=now, attempt=attempt
             )
-            if rows:
-                return rows[0]
+            if claimed is not None:
+                return claimed
             expired = transition(
                 session,
                 tid,
@@ -224,22 +208,9 @@ class Executor:
 
     def _succeeded(self, tid: uuid.UUID, attempt: int, worker: str, result: Any) -> Outcome:
         now = utcnow()
-        value = _cap_result(result, self.settings.result_max_bytes)
+        value = json.dumps(_cap_result(result, self.settings.result_max_bytes))
         with transaction(self.sessions) as session:
-            moved = transition(
-                session,
-                tid,
-                TaskStatus.SUCCEEDED,
-                values={
-                    "finished_at": now,
-                    "result": value,
-                    "error_type": None,
-                    "error_message": None,
-                },
-                where=[Task.attempts == attempt],
-                worker=worker,
-                run={"status": "succeeded", "finished_at": now},
-            )
+            moved = succeed_attempt(session, tid, attempt, worker=worker, now=now, result=value)
         # Not moved: cancelled meanwhile, or the attempt was declared lost and retried.
         return Outcome("succeeded" if moved else "discarded")
 
