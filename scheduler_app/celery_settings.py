@@ -46,7 +46,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_pool_limit": 20,
-        "worker_send_task_events": True,
+        # Off by default (they cost a publish per state); Flower turns them on while it runs.
+        "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,

@@ -118,7 +118,7 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
             attempt=int(attempt) if attempt else None,
             timeout_error=(SoftTimeLimitExceeded,),
         )
-        log.info("attempt finished", extra={"outcome": outcome.status})
+        log.debug("attempt finished", extra={"outcome": outcome.status})
     return outcome.status
 
 
