@@ -142,13 +142,14 @@ def insert_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> list[Accep
     """
     if not rows:
         return []
+    # One statement compiled once and sent as multi-row pages (insertmanyvalues).
     tasks = {
         t.id: t
         for t in session.scalars(
             pg_insert(Task)
-            .values(list(rows))
             .on_conflict_do_nothing(constraint="uq_tasks_owner_idempotency_key")
-            .returning(Task)
+            .returning(Task),
+            list(rows),
         )
     }
     events = [
