@@ -142,16 +142,18 @@ def insert_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> list[Accep
     """
     if not rows:
         return []
-    # One statement compiled once and sent as multi-row pages (insertmanyvalues).
-    tasks = {
-        t.id: t
-        for t in session.scalars(
-            pg_insert(Task)
-            .on_conflict_do_nothing(constraint="uq_tasks_owner_idempotency_key")
-            .returning(Task),
-            list(rows),
+    # Rows without a key cannot conflict: a plain INSERT, whose compiled form SQLAlchemy caches
+    # (it cannot cache ON CONFLICT), sent as multi-row pages. Keyed rows skip their conflicts.
+    plain = [row for row in rows if not row["idempotency_key"]]
+    keyed = [row for row in rows if row["idempotency_key"]]
+    tasks: dict[uuid.UUID, Task] = {}
+    if plain:
+        tasks.update((t.id, t) for t in session.scalars(insert(Task).returning(Task), plain))
+    if keyed:
+        conflict_free = pg_insert(Task).on_conflict_do_nothing(
+            constraint="uq_tasks_owner_idempotency_key"
         )
-    }
+        tasks.update((t.id, t) for t in session.scalars(conflict_free.returning(Task), keyed))
     events = [
         {
             "task_id": row["id"],

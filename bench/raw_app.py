@@ -1,0 +1,45 @@
+"""The raw-Celery counterpart: a bare Celery app with no-op tasks, no ledger, no API.
+
+It keeps Celery's defaults except what the comparison must hold equal to ours (the issue's
+"same pool, concurrency, acks_late and prefetch"): ``task_acks_late`` and
+``worker_prefetch_multiplier=1``. Results go to a Redis result backend (another database of the
+same redis-server) for the latency rows; the no-op used for drain rates ignores its result.
+"""
+
+from __future__ import annotations
+
+import time
+
+from celery import Celery
+
+NOOP = "bench.noop"
+STAMP = "bench.stamp"
+
+
+def make_raw_app(broker_url: str, result_url: str | None = None) -> Celery:
+    """A Celery app publishing and running the bench's raw tasks."""
+    app = Celery("bench-raw", set_as_current=False)
+    app.conf.update(
+        broker_url=broker_url,
+        result_backend=result_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        result_expires=600,
+    )
+
+    @app.task(name=NOOP, ignore_result=True, shared=False)
+    def noop(*args, **kwargs) -> None:
+        """Do nothing: the drain-rate task."""
+
+    @app.task(name=STAMP, shared=False)
+    def stamp(*args, **kwargs) -> float:
+        """Return when it started (epoch seconds): the latency and lateness task."""
+        return time.time()
+
+    return app

