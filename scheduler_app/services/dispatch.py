@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
+from kombu.utils.json import dumps
 from redis.exceptions import RedisError
 
 from scheduler_app.celery_settings import celery_config, to_broker_priority
@@ -63,19 +65,10 @@ class Dispatcher:
         sent = 0
         try:
             with self.app.producer_or_acquire() as producer:
+                if len(items) > 1 and hasattr(producer.channel, "_q_for_pri"):
+                    return self._publish_pipelined(producer, items)
                 for item in items:
-                    self.app.send_task(
-                        item.task,
-                        args=[str(item.id)],
-                        task_id=str(item.id),
-                        queue=item.queue,
-                        priority=to_broker_priority(item.priority),
-                        eta=item.eta if item.eta and item.eta > utcnow() else None,
-                        soft_time_limit=item.timeout,
-                        time_limit=hard_limit(item.timeout),
-                        headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
-                        producer=producer,
-                    )
+                    self._send(producer, item)
                     sent += 1
         except (OperationalError, KombuError, RedisError, OSError) as exc:
             log.warning(
@@ -83,6 +76,47 @@ class Dispatcher:
                 extra={"error": str(exc), "unsent": len(items) - sent},
             )
         return sent
+
+    def _send(self, producer: Any, item: Dispatch) -> None:
+        self.app.send_task(
+            item.task,
+            args=[str(item.id)],
+            task_id=str(item.id),
+            queue=item.queue,
+            priority=to_broker_priority(item.priority),
+            eta=item.eta if item.eta and item.eta > utcnow() else None,
+            soft_time_limit=item.timeout,
+            time_limit=hard_limit(item.timeout),
+            headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
+            producer=producer,
+        )
+
+    def _publish_pipelined(self, producer: Any, items: list[Dispatch]) -> int:
+        """Redis: let Celery build each message, then push them all in one pipeline.
+
+        kombu's Redis channel sends one LPUSH round trip per message from ``_put``; here that
+        step only collects (key, payload), exactly as ``_put`` would compute them (kombu is
+        pinned), and one pipeline sends them.
+        """
+        channel = producer.channel
+        pushes: list[tuple[str, str]] = []
+
+        def collect(queue: str, message: dict, **_: Any) -> None:
+            priority = channel._get_message_priority(message, reverse=False)
+            pushes.append((channel._q_for_pri(queue, priority), dumps(message)))
+
+        channel._put = collect
+        try:
+            for item in items:
+                self._send(producer, item)
+        finally:
+            del channel._put
+        with channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            for key, payload in pushes:
+                pipe.lpush(key, payload)
+            pipe.execute()
+        return len(items)
 
     def revoke(self, task_id: uuid.UUID, *, terminate: bool) -> None:
         """Tell workers to drop (and, if running, terminate) the task's message; best effort.
