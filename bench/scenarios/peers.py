@@ -79,7 +79,7 @@ def rq_rates(env: Environment, plan: Plan) -> tuple[float, float]:
         queue.enqueue(jobs.rq_noop, index)
     finished = queue.finished_job_registry.key
     rq = str(Path(sys.executable).with_name("rq"))
-    argv = [rq, "worker-pool", "-u", env.redis.url(RQ_DB), "-n", "2", jobs.RQ_QUEUE]
+    argv = [rq, "worker-pool", "-u", env.redis.url_of(RQ_DB), "-n", "2", jobs.RQ_QUEUE]
     worker = env.spawn("rq-worker", argv, env.raw_env())
     try:
         result = time_drain(lambda: client.zcard(finished), plan.rq_drain, timeout=300)
@@ -97,7 +97,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
         "7c": Row("7c", "Dramatiq drain, 2 processes x 1 thread vs raw prefork -c 2", "tasks/s"),
         "7d": Row("7d", "RQ drain, worker-pool -n 2 (fork per job) vs raw prefork -c 2", "tasks/s"),
     }
-    _, actor = _peers()[1].declare_dramatiq(env.redis.url(DRAMATIQ_DB))
+    _, actor = _peers()[1].declare_dramatiq(env.redis.url_of(DRAMATIQ_DB))
     for _ in range(plan.slow_reps):
         raw_enqueue = raw_loop(env, plan.raw_loop)
         env.purge_sinks()
