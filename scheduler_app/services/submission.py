@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
 from scheduler_app.errors import Conflict, ValidationFailed
-from scheduler_app.models import Task, TaskEvent
+from scheduler_app.models import Task
 from scheduler_app.services.dispatch import Dispatch
 from scheduler_app.services.principal import Principal
 from scheduler_app.states import TaskStatus
@@ -108,7 +107,8 @@ def build_row(
         "created_at": now,
         "owner_id": principal.id,
         "idempotency_key": body.get("idempotency_key"),
-        "request_hash": request_hash(body),
+        # Only a keyed submission is ever compared with an earlier one.
+        "request_hash": request_hash(body) if body.get("idempotency_key") else None,
         "notify": body.get("notify"),
         "tags": list(body.get("tags") or []),
         "request_id": request_id,
@@ -134,6 +134,88 @@ def dispatch_of(task: Task | Mapping[str, Any]) -> Dispatch:
     )
 
 
+class NewTask(dict):
+    """A task row this request inserted: a dict whose keys also read as attributes, like ``Task``.
+
+    Building ORM objects for rows we already hold costs more than the insert itself in a batch.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+TASK_COLUMNS = (
+    "id",
+    "task",
+    "args",
+    "kwargs",
+    "queue",
+    "priority",
+    "status",
+    "attempts",
+    "max_retries",
+    "backoff",
+    "backoff_max",
+    "jitter",
+    "timeout",
+    "run_at",
+    "expires_at",
+    "dispatched_at",
+    "created_at",
+    "owner_id",
+    "idempotency_key",
+    "request_hash",
+    "notify",
+    "tags",
+    "request_id",
+    "workflow_id",
+    "node_id",
+    "schedule_id",
+    "replay_of",
+)
+_NOT_INSERTED = {
+    "started_at": None,
+    "finished_at": None,
+    "result": None,
+    "error_type": None,
+    "error_message": None,
+}
+_COLUMN_LIST = ", ".join(TASK_COLUMNS)
+
+# The rows travel as one JSON document and PostgreSQL unpacks them (jsonb_populate_recordset):
+# one parameter however many rows, no per-value adaptation in Python, one statement text to plan.
+# ON CONFLICT DO NOTHING skips rows whose (owner, idempotency key) exists; their creation events
+# are written in the same statement as the rows that were inserted.
+INSERT_SQL = f"""
+WITH inserted AS (
+    INSERT INTO tasks ({_COLUMN_LIST})
+    SELECT {_COLUMN_LIST} FROM jsonb_populate_recordset(NULL::tasks, %(rows)s::jsonb)
+    ON CONFLICT DO NOTHING
+    RETURNING id, status, created_at
+), events AS (
+    INSERT INTO task_events (task_id, at, status, attempt, detail)
+    SELECT id, created_at, status, 0, 'submitted' FROM inserted
+)
+SELECT id FROM inserted
+"""
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_rows_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
 def insert_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> list[Accepted]:
     """Insert rows (idempotency-aware, race-safe) and their creation events; no commit.
 
@@ -142,36 +224,16 @@ def insert_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> list[Accep
     """
     if not rows:
         return []
-    # Rows without a key cannot conflict: a plain INSERT, whose compiled form SQLAlchemy caches
-    # (it cannot cache ON CONFLICT), sent as multi-row pages. Keyed rows skip their conflicts.
-    plain = [row for row in rows if not row["idempotency_key"]]
-    keyed = [row for row in rows if row["idempotency_key"]]
-    tasks: dict[uuid.UUID, Task] = {}
-    if plain:
-        tasks.update((t.id, t) for t in session.scalars(insert(Task).returning(Task), plain))
-    if keyed:
-        conflict_free = pg_insert(Task).on_conflict_do_nothing(
-            constraint="uq_tasks_owner_idempotency_key"
-        )
-        tasks.update((t.id, t) for t in session.scalars(conflict_free.returning(Task), keyed))
-    events = [
-        {
-            "task_id": row["id"],
-            "at": row["created_at"],
-            "status": row["status"],
-            "attempt": 0,
-            "detail": "submitted",
-        }
-        for row in rows
-        if row["id"] in tasks
-    ]
-    if events:
-        session.execute(insert(TaskEvent), events)
+    payload = _rows_json([{name: row[name] for name in TASK_COLUMNS} for row in rows])
+    result = session.connection().exec_driver_sql(INSERT_SQL, {"rows": payload})
+    inserted = {row_id for (row_id,) in result}
     accepted: list[Accepted] = []
     for row in rows:
-        if row["id"] in tasks:
-            accepted.append(Accepted(tasks[row["id"]], replayed=False))
+        if str(row["id"]) in inserted or row["id"] in inserted:
+            accepted.append(Accepted(NewTask(row, **_NOT_INSERTED), replayed=False))
             continue
+        if not row["idempotency_key"]:
+            raise RuntimeError(f"task id {row['id']} collided with an existing task")
         existing = session.scalars(
             select(Task).where(
                 Task.owner_id == row["owner_id"], Task.idempotency_key == row["idempotency_key"]
