@@ -75,13 +75,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     dispatcher = Dispatcher(make_producer_app(settings))
     types = load_task_modules(settings.task_modules)
     task_service = TaskService(sessions, dispatcher, settings, types)
+    broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
     app.extensions["scheduler"] = Extension(
         settings=settings,
         engine=engine,
-        redis=redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5),
+        redis=broker,
         types=types,
         tasks=task_service,
-        clients=ClientService(sessions),
+        clients=ClientService(sessions, broker),
         dead_letters=DeadLetterService(sessions, task_service),
         dispatcher=dispatcher,
     )

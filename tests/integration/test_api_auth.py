@@ -209,3 +209,33 @@ def test_admin_creating_an_invalid_client_is_422_naming_the_field(
     api, admin, assert_problem, body, field
 ):
     assert_problem(api.post("/api/v1/clients", json=body, headers=admin), 422, field)
+
+
+def test_revocation_survives_a_redis_flush(api, app, credentials, redis_server, assert_problem):
+    """The Redis mirror of revoked tokens is only a cache: an emptied Redis reloads it."""
+    client_id, secret = credentials("submitter")
+    tokens = api.post(TOKEN, json={"client_id": client_id, "client_secret": secret}).json
+    headers = bearer(tokens["access_token"])
+    assert api.post("/api/v1/auth/revoke", headers=headers).status_code == 204
+
+    redis_server.client().flushdb()  # a Redis restart without persistence looks like this
+    assert_problem(api.get("/api/v1/tasks", headers=headers), 401)
+    # ...and the reload brought the mirror back: a second check is answered by Redis again.
+    assert redis_server.client().exists("scheduler:revoked:loaded")
+    assert_problem(api.get("/api/v1/tasks", headers=headers), 401)
+
+
+def test_revocation_is_checked_in_the_ledger_while_redis_is_down(app, credentials, settings):
+    """With no Redis answering, a revoked token is still refused (and a valid one accepted)."""
+    import redis as redis_lib
+
+    from scheduler_app.services.clients import ClientService
+    from tests.support import free_port
+
+    ext = app.extensions["scheduler"]
+    down = redis_lib.Redis(port=free_port(), socket_connect_timeout=0.2)
+    clients = ClientService(ext.clients.sessions, down)
+    jti = uuid.uuid4().hex
+    clients.revoke(jti, datetime.now(UTC) + timedelta(minutes=5))  # ledger only; no raise
+    assert clients.is_revoked(jti)
+    assert not clients.is_revoked(uuid.uuid4().hex)
