@@ -7,6 +7,7 @@ never by importing the Celery app.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
@@ -50,10 +51,14 @@ class TaskType:
         if "ctx" in kwargs:
             return {"kwargs.ctx": ["is reserved"]}
         try:
-            inspect.signature(self.fn).bind(*args, **call_kwargs, **self._context_stub())
+            self._signature.bind(*args, **call_kwargs, **self._context_stub())
         except TypeError as exc:
             return {"kwargs": [f"arguments do not fit {self.name}: {exc}"]}
         return self.validator(args, kwargs) if self.validator else {}
+
+    @functools.cached_property
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
 
     def _context_stub(self) -> dict[str, Any]:
         return {"ctx": None} if self.wants_context else {}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from webargs.fields import DelimitedList
 
+from scheduler_app.api.fastpath import MAX_DELAY, load_task_body, present_task
 from scheduler_app.api.fields import JsonList, JsonObject, Text, UtcDateTime
 from scheduler_app.states import TaskStatus
 
 NAME = validate.Length(min=1, max=200)
 NOTIFY_EVENTS = ["succeeded", "failed", "cancelled"]
-MAX_DELAY = 366 * 86400
 
 
 class RetrySchema(Schema):
@@ -72,11 +72,27 @@ class TaskCreateSchema(Schema):
         if data.get("delay") is not None and data.get("run_at") is not None:
             raise ValidationError("give delay or run_at, not both", "delay")
 
+    def load(self, data, *, many=None, partial=None, unknown=None):
+        if not (many or self.many or partial or unknown):
+            fast = load_task_body(data)
+            if fast is not None:
+                return fast
+        return super().load(data, many=many, partial=partial, unknown=unknown)
+
 
 class TaskBatchSchema(Schema):
     tasks = fields.List(
         fields.Nested(TaskCreateSchema), required=True, validate=validate.Length(min=1, max=1000)
     )
+
+    def load(self, data, *, many=None, partial=None, unknown=None):
+        if not (many or self.many or partial or unknown) and type(data) is dict and len(data) == 1:
+            bodies = data.get("tasks")
+            if type(bodies) is list and 0 < len(bodies) <= 1000:
+                fast = [load_task_body(body) for body in bodies]
+                if None not in fast:
+                    return {"tasks": fast}
+        return super().load(data, many=many, partial=partial, unknown=unknown)
 
 
 class ErrorSchema(Schema):
@@ -111,6 +127,12 @@ class TaskSchema(Schema):
     schedule_id = fields.UUID(allow_none=True)
     replay_of = fields.UUID(allow_none=True)
     tags = fields.List(fields.String())
+
+    def dump(self, obj, *, many=None):
+        many = self.many if many is None else many
+        if self.only is not None or self.exclude:
+            return super().dump(obj, many=many)
+        return [present_task(task) for task in obj] if many else present_task(obj)
 
     def _error(self, task):
         if not task.error_type:
