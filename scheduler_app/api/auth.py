@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 from flask import current_app
 from flask.views import MethodView
-from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt
+from flask_jwt_extended import create_access_token, create_refresh_token
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from scheduler_app.api.fields import Text
-from scheduler_app.api.security import BEARER, require
+from scheduler_app.api.security import BEARER, require, token_claims
 from scheduler_app.services.principal import Role
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Authentication and clients")
@@ -84,7 +84,7 @@ class Refresh(MethodView):
     @blp.response(200, TokenSchema)
     def post(self):
         """Exchange a refresh token for new tokens (the old refresh token is revoked)"""
-        claims = get_jwt()
+        claims = token_claims()
         client = _ext().clients.get_enabled(claims["sub"])
         _ext().clients.revoke(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
         return issue_tokens(client)
@@ -97,7 +97,7 @@ class Revoke(MethodView):
     @blp.response(204)
     def post(self):
         """Revoke the bearer token"""
-        claims = get_jwt()
+        claims = token_claims()
         _ext().clients.revoke(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -124,6 +125,21 @@ def test_expired_token_is_401_problem(api, app, assert_problem):
             additional_claims={"role": "admin"},
             expires_delta=timedelta(seconds=-30),
         )
+    body = assert_problem(api.get("/api/v1/tasks", headers=bearer(token)), 401)
+    assert "expired" in body["detail"]
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(api, app, assert_problem):
+    """Verified tokens are remembered per process; their expiry still counts on every use."""
+    with app.app_context():
+        token = create_access_token(
+            str(uuid.uuid4()),
+            additional_claims={"role": "admin"},
+            expires_delta=timedelta(seconds=2),
+        )
+    assert api.get("/api/v1/tasks", headers=bearer(token)).status_code == 200
+    assert api.get("/api/v1/tasks", headers=bearer(token)).status_code == 200  # remembered
+    time.sleep(2.1)
     body = assert_problem(api.get("/api/v1/tasks", headers=bearer(token)), 401)
     assert "expired" in body["detail"]
 
