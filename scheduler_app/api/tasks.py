@@ -49,7 +49,7 @@ def _idempotency_key(body: dict) -> dict:
 class Tasks(MethodView):
     @require()
     @blp.doc(security=BEARER)
-    @blp.arguments(TaskCreateSchema)
+    @blp.arguments(TaskCreateSchema())  # an instance: webargs would build one per request
     @blp.response(202, TaskSchema, description="Accepted: the task is committed to the ledger")
     @blp.alt_response(200, schema=TaskSchema, description="Idempotent replay of an earlier submit")
     @blp.alt_response(409, description="Idempotency key reused with another body")
@@ -81,7 +81,7 @@ class Tasks(MethodView):
 class TaskBatch(MethodView):
     @require()
     @blp.doc(security=BEARER)
-    @blp.arguments(TaskBatchSchema)
+    @blp.arguments(TaskBatchSchema())
     @blp.response(202, TaskBatchResultSchema, description="All accepted (or none: see 422)")
     def post(self, body):
         """Submit up to 1000 tasks in one transaction"""
