@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
@@ -216,7 +216,7 @@ def _json_default(value: Any) -> str:
 _rows_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
-def insert_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> list[Accepted]:
+def insert_tasks(db: Session | Connection, rows: Sequence[dict[str, Any]]) -> list[Accepted]:
     """Insert rows (idempotency-aware, race-safe) and their creation events; no commit.
 
     A row whose (owner, idempotency key) exists already is replaced by the existing task when the
@@ -225,7 +225,8 @@ def insert_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> list[Accep
     if not rows:
         return []
     payload = _rows_json([{name: row[name] for name in TASK_COLUMNS} for row in rows])
-    result = session.connection().exec_driver_sql(INSERT_SQL, {"rows": payload})
+    connection = db.connection() if isinstance(db, Session) else db
+    result = connection.exec_driver_sql(INSERT_SQL, {"rows": payload})
     inserted = {row_id for (row_id,) in result}
     accepted: list[Accepted] = []
     for row in rows:
@@ -234,11 +235,16 @@ def insert_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> list[Accep
             continue
         if not row["idempotency_key"]:
             raise RuntimeError(f"task id {row['id']} collided with an existing task")
-        existing = session.scalars(
-            select(Task).where(
-                Task.owner_id == row["owner_id"], Task.idempotency_key == row["idempotency_key"]
+        existing = NewTask(
+            connection.execute(
+                select(Task.__table__).where(
+                    Task.owner_id == row["owner_id"],
+                    Task.idempotency_key == row["idempotency_key"],
+                )
             )
-        ).one()
+            .mappings()
+            .one()
+        )
         if existing.request_hash != row["request_hash"]:
             raise Conflict(
                 f"idempotency key {row['idempotency_key']!r} was used with a different body",

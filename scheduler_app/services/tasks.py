@@ -50,8 +50,8 @@ class TaskService:
         Raises ValidationFailed (naming ``tasks.N.field`` in a batch) or Conflict (idempotency).
         """
         rows = self.prepare(principal, bodies, request_id=request_id, extra=extra, batch=batch)
-        with transaction(self.sessions) as session:
-            accepted = insert_tasks(session, rows)
+        with self.sessions.kw["bind"].begin() as connection:
+            accepted = insert_tasks(connection, rows)
         self.publish(accepted)
         return accepted
 
