@@ -15,6 +15,7 @@ from celery.worker.request import Request
 from scheduler_app.celery_settings import celery_config
 from scheduler_app.config import Settings
 from scheduler_app.db import make_engine, make_session_factory
+from scheduler_app.ledger_connection import LedgerConnection
 from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.dispatch import Dispatcher
 from scheduler_app.services.execution import Executor
@@ -36,6 +37,7 @@ class WorkerRuntime:
     heartbeat: Heartbeat | None = None
     _executor: Executor | None = field(default=None, repr=False)
     _engine: object = field(default=None, repr=False)
+    _ledger: LedgerConnection | None = field(default=None, repr=False)
 
     @property
     def executor(self) -> Executor:
@@ -46,8 +48,19 @@ class WorkerRuntime:
                 settings=self.settings,
                 types=load_task_modules(self.settings.task_modules),
                 instance=self.instance,
+                ledger=self.ledger,
             )
         return self._executor
+
+    @property
+    def ledger(self) -> LedgerConnection:
+        """This process's connection for claims and successes (it connects on first use)."""
+        if self._ledger is None:
+            self._ledger = LedgerConnection(
+                self.settings.database_url,
+                synchronous_commit=self.settings.worker_synchronous_commit,
+            )
+        return self._ledger
 
     @property
     def engine(self):
@@ -63,7 +76,13 @@ class WorkerRuntime:
         if self._engine is not None:
             self._engine.dispose(close=False)
         self._engine = None
+        self._ledger = None  # an inherited connection stays open for its owner, the parent
         self._executor = None
+
+    def close(self) -> None:
+        """Close this process's ledger connection (a pool process exits)."""
+        if self._ledger is not None:
+            self._ledger.close()
 
     def started(self, name: str, queues: list[str], concurrency: int) -> None:
         """Register this worker instance and start its heartbeat (main process)."""
@@ -136,6 +155,10 @@ def create_celery_app(settings: Settings) -> Celery:
     @signals.worker_process_init.connect(weak=False)
     def _reset_after_fork(**_):
         runtime.reset()
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _close_after_work(**_):
+        runtime.close()
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender, **_):

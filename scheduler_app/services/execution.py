@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
 from scheduler_app.db import transaction
+from scheduler_app.ledger_connection import LedgerConnection
 from scheduler_app.models import Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.backoff import retry_delay
@@ -60,19 +61,17 @@ class Outcome:
     retry_in: float | None = None
 
 
-def _cap_result(value: Any, limit: int) -> Any:
-    """A JSON-safe result no larger than ``limit`` bytes once serialised."""
+def _result_json(value: Any, limit: int) -> str:
+    """The result as JSON text no larger than ``limit`` bytes (a preview when it is larger)."""
     try:
         text = json.dumps(value)
     except (TypeError, ValueError):
-        value = repr(value)
-        text = json.dumps(value)
-    if "\\u0000" in text:
-        value = json.loads(text.replace("\\u0000", ""))
-        text = json.dumps(value)
+        text = json.dumps(repr(value))
+    if "\\u0000" in text:  # Postgres jsonb cannot store NUL characters
+        text = json.dumps(json.loads(text.replace("\\u0000", "")))
     if len(text) <= limit:
-        return value
-    return {"truncated": True, "bytes": len(text), "preview": text[: min(1024, limit)]}
+        return text
+    return json.dumps({"truncated": True, "bytes": len(text), "preview": text[: min(1024, limit)]})
 
 
 def _error_text(exc: BaseException) -> tuple[str, str]:
@@ -88,9 +87,17 @@ class Executor:
     settings: Settings
     types: Mapping[str, TaskType]
     instance: uuid.UUID | None = None
+    # The claim and the success of every attempt go through this connection; the rarer moves
+    # (failure, expiry, loss, timeout) through sessions.
+    ledger: LedgerConnection | None = None
 
     def __post_init__(self) -> None:
         self.counters = CounterStore(self.sessions)
+        if self.ledger is None:
+            self.ledger = LedgerConnection(
+                self.settings.database_url,
+                synchronous_commit=self.settings.worker_synchronous_commit,
+            )
 
     def run(
         self,
@@ -180,12 +187,14 @@ class Executor:
 
     def _claim(self, tid: uuid.UUID, worker: str, attempt: int | None = None) -> Any:
         now = utcnow()
+        claimed = claim_attempt(
+            self.ledger, tid, worker=worker, instance=self.instance, now=now, attempt=attempt
+        )
+        if claimed is not None:
+            return claimed
+        # Not claimable: a duplicate or stale message, a cancelled task, or an expired one,
+        # which fails here so that it does not wait for the reconciler.
         with transaction(self.sessions) as session:
-            claimed = claim_attempt(
-                session, tid, worker=worker, instance=self.instance, now=now, attempt=attempt
-            )
-            if claimed is not None:
-                return claimed
             expired = transition(
                 session,
                 tid,
@@ -202,15 +211,14 @@ class Executor:
                 worker=worker,
                 detail="expired before it could start",
             )
-            if expired:
-                log.info("task expired before start", extra={"task_id": str(tid)})
+        if expired:
+            log.info("task expired before start", extra={"task_id": str(tid)})
         return None
 
     def _succeeded(self, tid: uuid.UUID, attempt: int, worker: str, result: Any) -> Outcome:
+        value = _result_json(result, self.settings.result_max_bytes)
         now = utcnow()
-        value = json.dumps(_cap_result(result, self.settings.result_max_bytes))
-        with transaction(self.sessions) as session:
-            moved = succeed_attempt(session, tid, attempt, worker=worker, now=now, result=value)
+        moved = succeed_attempt(self.ledger, tid, attempt, worker=worker, now=now, result=value)
         # Not moved: cancelled meanwhile, or the attempt was declared lost and retried.
         return Outcome("succeeded" if moved else "discarded")
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, func, insert, literal, select, text, update
+from sqlalchemy import ColumnElement, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from scheduler_app.ledger_connection import LedgerConnection, PreparedStatement
 from scheduler_app.models import DeadLetter, Run, Task, TaskEvent
 from scheduler_app.states import ALLOWED_SOURCES, TaskStatus
 
@@ -161,82 +163,105 @@ def _run_change(moved: Any, to: TaskStatus, values: Mapping[str, Any]) -> Any:
     )
 
 
-# The two transitions every attempt makes, as ready SQL: built once from the same table of
-# allowed sources, they skip per-call statement construction on the worker's hot path.
+# The two transitions every attempt makes, as statements prepared once per worker connection
+# (scheduler_app.ledger_connection): built from the same table of allowed sources, each is one
+# round trip that Postgres neither parses nor plans again.
 def _sources(to: TaskStatus) -> str:
     return ", ".join(f"'{s.value}'" for s in sorted(ALLOWED_SOURCES[to]))
 
 
-SPEC = "task, args, kwargs, queue, priority, max_retries, backoff, backoff_max, jitter, timeout"
+class ClaimedAttempt(NamedTuple):
+    """What a claim returns: the attempt number and the task's spec."""
 
-CLAIM_SQL = text(f"""
+    id: str
+    attempts: int
+    task: str
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    queue: str
+    priority: int
+    max_retries: int
+    backoff: float
+    backoff_max: float
+    jitter: bool
+    timeout: float | None
+    request_id: str | None
+
+
+CLAIM = PreparedStatement(
+    "ledger_claim",
+    ("uuid", "timestamptz", "integer", "text", "uuid"),  # id, now, attempt, worker, instance
+    f"""
 WITH moved AS (
     UPDATE tasks
     SET status = 'running', attempts = attempts + 1,
         started_at = coalesce(started_at, clock_timestamp())
-    WHERE id = CAST(:id AS uuid) AND status IN ({_sources(TaskStatus.RUNNING)})
-      AND (expires_at IS NULL OR expires_at > :now)
-      AND (CAST(:attempt AS integer) IS NULL OR attempts = CAST(:attempt AS integer) - 1)
-    RETURNING id, attempts, {SPEC}, request_id
+    WHERE id = $1 AND status IN ({_sources(TaskStatus.RUNNING)})
+      AND (expires_at IS NULL OR expires_at > $2)
+      AND ($3 IS NULL OR attempts = $3 - 1)
+    RETURNING {", ".join(ClaimedAttempt._fields)}
 ), event AS (
     INSERT INTO task_events (task_id, at, status, attempt, worker)
-    SELECT id, clock_timestamp(), 'running', attempts, :worker FROM moved
+    SELECT id, clock_timestamp(), 'running', attempts, $4 FROM moved
 ), run AS (
     INSERT INTO runs (task_id, attempt, worker, worker_instance, status, started_at)
-    SELECT id, attempts, :worker, CAST(:instance AS uuid), 'running', :now FROM moved
+    SELECT id, attempts, $4, $5, 'running', $2 FROM moved
 )
-SELECT * FROM moved
-""")
+SELECT * FROM moved""",
+)
 
-SUCCEED_SQL = text(f"""
+SUCCEED = PreparedStatement(
+    "ledger_succeed",
+    ("uuid", "integer", "text", "timestamptz", "jsonb"),  # id, attempt, worker, now, result
+    f"""
 WITH moved AS (
     UPDATE tasks
-    SET status = 'succeeded', finished_at = :now, result = CAST(:result AS jsonb),
+    SET status = 'succeeded', finished_at = $4, result = $5,
         error_type = NULL, error_message = NULL
-    WHERE id = CAST(:id AS uuid) AND status IN ({_sources(TaskStatus.SUCCEEDED)})
-      AND attempts = :attempt
+    WHERE id = $1 AND status IN ({_sources(TaskStatus.SUCCEEDED)}) AND attempts = $2
     RETURNING id, attempts
 ), event AS (
     INSERT INTO task_events (task_id, at, status, attempt, worker)
-    SELECT id, clock_timestamp(), 'succeeded', attempts, :worker FROM moved
+    SELECT id, clock_timestamp(), 'succeeded', attempts, $3 FROM moved
 ), run AS (
-    UPDATE runs SET status = 'succeeded', finished_at = :now
+    UPDATE runs SET status = 'succeeded', finished_at = $4
     FROM moved
     WHERE runs.task_id = moved.id AND runs.attempt = moved.attempts AND runs.finished_at IS NULL
 )
-SELECT id FROM moved
-""")
+SELECT id FROM moved""",
+)
 
 
 def claim_attempt(
-    session: Session,
+    conn: LedgerConnection,
     task_id: uuid.UUID,
     *,
     worker: str,
     instance: uuid.UUID | None,
-    now: Any,
+    now: datetime,
     attempt: int | None,
-) -> Any:
-    """queued/retrying -> running, with its event and run; the task's spec, or None."""
-    params = {
-        "id": str(task_id),
-        "now": now,
-        "attempt": attempt,
-        "worker": worker,
-        "instance": str(instance) if instance else None,
-    }
-    return session.execute(CLAIM_SQL, params).first()
+) -> ClaimedAttempt | None:
+    """queued/retrying -> running, with its event and run; the task's spec, or None.
+
+    ``attempt`` (when given) must be the next attempt, so a stale message cannot start a later one.
+    """
+    rows = conn.execute(
+        CLAIM, (str(task_id), now, attempt, worker, str(instance) if instance else None)
+    )
+    return ClaimedAttempt._make(rows[0]) if rows else None
 
 
 def succeed_attempt(
-    session: Session, task_id: uuid.UUID, attempt: int, *, worker: str, now: Any, result: str
+    conn: LedgerConnection,
+    task_id: uuid.UUID,
+    attempt: int,
+    *,
+    worker: str,
+    now: datetime,
+    result: str,
 ) -> bool:
-    """running -> succeeded for this attempt, with its event and run; False if not applicable."""
-    params = {
-        "id": str(task_id),
-        "attempt": attempt,
-        "worker": worker,
-        "now": now,
-        "result": result,
-    }
-    return session.execute(SUCCEED_SQL, params).first() is not None
+    """running -> succeeded for this attempt, with its event and run; False if not applicable.
+
+    ``result`` is the JSON text of the result.
+    """
+    return bool(conn.execute(SUCCEED, (str(task_id), attempt, worker, now, result)))

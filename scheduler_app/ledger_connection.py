@@ -1,0 +1,139 @@
+"""A worker process's own ledger connection for the two statements every attempt makes.
+
+Through a pooled ``Session`` the claim and the success each cost a pre-ping, a ``BEGIN``, the
+statement and a ``COMMIT`` (four round trips), and Postgres parses and plans a three-part CTE
+every time. Here each is one round trip: the connection is in autocommit, so a single-statement
+CTE is its own transaction; its session settings (``synchronous_commit``, ``application_name``)
+are made once when it connects; and each statement is prepared once per connection.
+
+One instance per process, connected lazily: a pool process forked from the worker's main process
+opens its own connection and never uses the parent's socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+# How the workers' ledger connections name themselves in pg_stat_activity.
+WORKER_APPLICATION_NAME = "scheduler-worker"
+
+# Connections a forked child inherited: kept referenced so that garbage collection never closes
+# them (closing sends a Terminate on the socket the parent still uses).
+_inherited: list[Any] = []
+
+
+@dataclass(frozen=True)
+class PreparedStatement:
+    """A statement with positional parameters ($1, $2, ...) of the given Postgres types."""
+
+    name: str
+    types: tuple[str, ...]
+    sql: str
+
+    @property
+    def prepare_sql(self) -> str:
+        return f"PREPARE {self.name} ({', '.join(self.types)}) AS {self.sql}"
+
+    @property
+    def execute_sql(self) -> str:
+        return f"EXECUTE {self.name} ({', '.join(['%s'] * len(self.types))})"
+
+
+def connect_kwargs(database_url: str) -> dict[str, Any]:
+    """psycopg2.connect keyword arguments for a SQLAlchemy database URL."""
+    url = make_url(database_url)
+    kwargs = url.translate_connect_args(username="user", database="dbname")
+    kwargs.update(url.query)
+    return kwargs
+
+
+class LedgerConnection:
+    """One autocommit psycopg2 connection with prepared statements; reconnects when it breaks."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        application_name: str = WORKER_APPLICATION_NAME,
+        synchronous_commit: bool = True,
+    ) -> None:
+        self.kwargs = connect_kwargs(database_url)
+        self.kwargs["application_name"] = application_name
+        if not synchronous_commit:
+            options = self.kwargs.get("options", "")
+            self.kwargs["options"] = f"{options} -c synchronous_commit=off".strip()
+        self._conn: Any = None
+        self._pid: int | None = None
+        self._prepared: set[str] = set()
+
+    def execute(self, statement: PreparedStatement, params: Sequence[Any]) -> list[tuple]:
+        """Run ``statement`` (preparing it on first use) in a transaction of its own; its rows.
+
+        A connection found broken (Postgres restarted, the backend terminated, an idle link
+        dropped) is replaced and the statement sent once more. Callers' statements are guarded
+        transitions, so even when the first one committed before its reply was lost, the second
+        changes nothing and returns no row.
+        """
+        try:
+            return self._run(statement, params)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if self._conn is not None and not self._conn.closed:
+                raise  # the statement failed, not the connection
+            log.warning("ledger connection lost; reconnecting", exc_info=True)
+            self._drop()
+            return self._run(statement, params)
+        except psycopg2.errors.FeatureNotSupported:
+            # "cached plan must not change result type": a migration altered a table under a
+            # prepared statement. Prepare it again (nothing ran: autocommit rolled it back).
+            self._deallocate(statement)
+            return self._run(statement, params)
+
+    def close(self) -> None:
+        """Close the connection if this process opened it."""
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._drop()
+
+    def _connection(self) -> Any:
+        if self._conn is not None and self._pid != os.getpid():
+            _inherited.append(self._conn)
+            self._drop()
+        if self._conn is None or self._conn.closed:
+            self._drop()
+            conn = psycopg2.connect(**self.kwargs)
+            conn.autocommit = True
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _run(self, statement: PreparedStatement, params: Sequence[Any]) -> list[tuple]:
+        conn = self._connection()
+        with conn.cursor() as cur:
+            if statement.name not in self._prepared:
+                cur.execute(statement.prepare_sql)
+                self._prepared.add(statement.name)
+            cur.execute(statement.execute_sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def _deallocate(self, statement: PreparedStatement) -> None:
+        self._prepared.discard(statement.name)
+        with self._connection().cursor() as cur:
+            cur.execute(f"DEALLOCATE {statement.name}")
+
+    def _drop(self) -> None:
+        if self._conn is not None and self._pid == os.getpid() and not self._conn.closed:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+        self._conn = None
+        self._pid = None
+        self._prepared.clear()
