@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # How the workers' ledger connections name themselves in pg_stat_activity.
 WORKER_APPLICATION_NAME = "scheduler-worker"
+# Postgres keeps a prepared statement's generic plan until the tables' statistics change, and a
+# plan made while a table was nearly empty (a sequential scan) gets slower with every row added
+# before autovacuum analyses it. Preparing again after this many executions bounds that.
+REPREPARE_EVERY = 1000
 
 # Connections a forked child inherited: kept referenced so that garbage collection never closes
 # them (closing sends a Terminate on the socket the parent still uses).
@@ -75,7 +79,7 @@ class LedgerConnection:
             self.kwargs["options"] = f"{options} -c synchronous_commit=off".strip()
         self._conn: Any = None
         self._pid: int | None = None
-        self._prepared: set[str] = set()
+        self._uses: dict[str, int] = {}  # executions of each prepared statement
 
     def execute(self, statement: PreparedStatement, params: Sequence[Any]) -> list[tuple]:
         """Run ``statement`` (preparing it on first use) in a transaction of its own; its rows.
@@ -119,14 +123,18 @@ class LedgerConnection:
     def _run(self, statement: PreparedStatement, params: Sequence[Any]) -> list[tuple]:
         conn = self._connection()
         with conn.cursor() as cur:
-            if statement.name not in self._prepared:
+            uses = self._uses.get(statement.name)
+            if uses is None or uses >= REPREPARE_EVERY:
+                if uses is not None:
+                    cur.execute(f"DEALLOCATE {statement.name}")
                 cur.execute(statement.prepare_sql)
-                self._prepared.add(statement.name)
+                uses = 0
+            self._uses[statement.name] = uses + 1
             cur.execute(statement.execute_sql, params)
             return cur.fetchall() if cur.description is not None else []
 
     def _deallocate(self, statement: PreparedStatement) -> None:
-        self._prepared.discard(statement.name)
+        self._uses.pop(statement.name, None)
         with self._connection().cursor() as cur:
             cur.execute(f"DEALLOCATE {statement.name}")
 
@@ -136,4 +144,4 @@ class LedgerConnection:
                 self._conn.close()
         self._conn = None
         self._pid = None
-        self._prepared.clear()
+        self._uses.clear()

@@ -163,9 +163,13 @@ def _run_change(moved: Any, to: TaskStatus, values: Mapping[str, Any]) -> Any:
     )
 
 
-# The two transitions every attempt makes, as statements prepared once per worker connection
+# The two transitions every attempt makes, as statements prepared per worker connection
 # (scheduler_app.ledger_connection): built from the same table of allowed sources, each is one
-# round trip that Postgres neither parses nor plans again.
+# round trip that Postgres rarely parses or plans again. A prepared plan outlives the statistics
+# it was made with, so each statement leaves the planner only the plans that suit any table size:
+# the status guard is written "(...) IS TRUE" so that it cannot become a scan of
+# ix_tasks_status_created (a backlog of thousands of queued tasks, when the statistics said
+# there were few), and the run is found by its unique key from the parameters.
 def _sources(to: TaskStatus) -> str:
     return ", ".join(f"'{s.value}'" for s in sorted(ALLOWED_SOURCES[to]))
 
@@ -196,7 +200,7 @@ WITH moved AS (
     UPDATE tasks
     SET status = 'running', attempts = attempts + 1,
         started_at = coalesce(started_at, clock_timestamp())
-    WHERE id = $1 AND status IN ({_sources(TaskStatus.RUNNING)})
+    WHERE id = $1 AND (status IN ({_sources(TaskStatus.RUNNING)})) IS TRUE
       AND (expires_at IS NULL OR expires_at > $2)
       AND ($3 IS NULL OR attempts = $3 - 1)
     RETURNING {", ".join(ClaimedAttempt._fields)}
@@ -218,7 +222,7 @@ WITH moved AS (
     UPDATE tasks
     SET status = 'succeeded', finished_at = $4, result = $5,
         error_type = NULL, error_message = NULL
-    WHERE id = $1 AND status IN ({_sources(TaskStatus.SUCCEEDED)}) AND attempts = $2
+    WHERE id = $1 AND (status IN ({_sources(TaskStatus.SUCCEEDED)})) IS TRUE AND attempts = $2
     RETURNING id, attempts
 ), event AS (
     INSERT INTO task_events (task_id, at, status, attempt, worker)
@@ -226,7 +230,8 @@ WITH moved AS (
 ), run AS (
     UPDATE runs SET status = 'succeeded', finished_at = $4
     FROM moved
-    WHERE runs.task_id = moved.id AND runs.attempt = moved.attempts AND runs.finished_at IS NULL
+    WHERE runs.task_id = $1 AND runs.attempt = $2 AND runs.finished_at IS NULL
+      AND runs.task_id = moved.id
 )
 SELECT id FROM moved""",
 )

@@ -11,11 +11,12 @@ import psycopg2
 import pytest
 from sqlalchemy import select
 
+from scheduler_app import ledger_connection
 from scheduler_app.ledger_connection import LedgerConnection, connect_kwargs
 from scheduler_app.models import Run, TaskEvent
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.execution import Executor
-from scheduler_app.services.transitions import CLAIM, claim_attempt, succeed_attempt
+from scheduler_app.services.transitions import CLAIM, SUCCEED, claim_attempt, succeed_attempt
 from scheduler_app.task_types import load_task_modules
 from tests import support
 
@@ -184,5 +185,59 @@ def test_prepared_claim_is_prepared_again_after_a_migration_changes_its_columns(
         assert ledger.execute(CLAIM, params) == []
         ledger.close()
         plain.close()
+    finally:
+        db.drop()
+
+
+def test_prepared_success_is_planned_again_as_the_runs_table_grows(monkeypatch):
+    """A plan made while ``runs`` was nearly empty (as autovacuum last analysed it) scans it
+    whole; once the table has grown, the next preparation finds the run by its unique key.
+
+    Negative control: before the statement is prepared again, the stale plan is the scan.
+    """
+    monkeypatch.setattr(ledger_connection, "REPREPARE_EVERY", 20)
+    db = support.TestDatabase(prefix="sched_test_plan")
+    db.create()
+    try:
+        admin = psycopg2.connect(**connect_kwargs(db.url))
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("VACUUM ANALYZE runs")
+        ledger = LedgerConnection(db.url, application_name="test-plan")
+        missing = (str(uuid.uuid4()), 1, "w1", utcnow(), "1")
+        for _ in range(10):  # past the custom plans: the generic one is cached
+            ledger.execute(SUCCEED, missing)
+        with admin.cursor() as cur:
+            cur.execute(
+                "INSERT INTO clients (id, name, client_id, secret_hash, role, created_at) "
+                "VALUES (gen_random_uuid(), 'plan', 'plan', 'x', 'submitter', now()) RETURNING id"
+            )
+            (owner,) = cur.fetchone()
+            cur.execute(
+                "INSERT INTO tasks (id, task, args, kwargs, queue, priority, status, "
+                "max_retries, backoff, backoff_max, jitter, run_at, owner_id, tags) VALUES "
+                "(gen_random_uuid(), 'demo.echo', '[]', '{}', 'default', 5, 'running', 0, 1, "
+                "1, false, now(), %s, '{}') RETURNING id",
+                (owner,),
+            )
+            (task_id,) = cur.fetchone()
+            cur.execute(
+                "INSERT INTO runs (task_id, attempt, status, started_at, finished_at) "
+                "SELECT %s, g, 'failed', now(), now() FROM generate_series(1, 20000) g",
+                (task_id,),
+            )
+
+        def plan() -> str:
+            with ledger._connection().cursor() as cur:
+                cur.execute(f"EXPLAIN {SUCCEED.execute_sql}", missing)
+                return "\n".join(row[0] for row in cur.fetchall())
+
+        assert "Seq Scan on runs" in plan()
+        for _ in range(20):
+            ledger.execute(SUCCEED, missing)
+        assert "Seq Scan on runs" not in plan()
+        assert "uq_runs_task_attempt" in plan()
+        ledger.close()
+        admin.close()
     finally:
         db.drop()
