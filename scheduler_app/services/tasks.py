@@ -19,7 +19,13 @@ from scheduler_app.models.base import utcnow
 from scheduler_app.services.dispatch import Dispatcher
 from scheduler_app.services.pagination import keyset_page
 from scheduler_app.services.principal import Principal
-from scheduler_app.services.submission import Accepted, build_row, dispatch_of, insert_tasks
+from scheduler_app.services.submission import (
+    Accepted,
+    build_row,
+    dispatch_of,
+    insert_keyless,
+    insert_tasks,
+)
 from scheduler_app.services.transitions import transition
 from scheduler_app.states import TaskStatus
 from scheduler_app.task_types import TaskType
@@ -50,8 +56,12 @@ class TaskService:
         Raises ValidationFailed (naming ``tasks.N.field`` in a batch) or Conflict (idempotency).
         """
         rows = self.prepare(principal, bodies, request_id=request_id, extra=extra, batch=batch)
-        with self.sessions.kw["bind"].begin() as connection:
-            accepted = insert_tasks(connection, rows)
+        engine = self.sessions.kw["bind"]
+        if any(row["idempotency_key"] for row in rows):
+            with engine.begin() as connection:
+                accepted = insert_tasks(connection, rows)
+        else:
+            accepted = insert_keyless(engine, rows)
         self.publish(accepted)
         return accepted
 

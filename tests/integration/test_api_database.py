@@ -45,3 +45,27 @@ def test_connections_killed_while_idle_are_replaced_before_use(settings, databas
     assert created.status_code == 202, created.get_json()
     assert api.get(created.headers["Location"], headers=headers).status_code == 200
     app.extensions["scheduler"].engine.dispose()
+
+
+def test_submit_survives_its_prepared_statement_being_dropped(settings, make_client):
+    """Submissions use a statement prepared per connection; a proxy or a DBA dropping it
+    (DEALLOCATE ALL) costs a new PREPARE, not a failed request."""
+    from scheduler_app.app import create_app
+
+    app = create_app(dataclasses.replace(settings, db_pool_size=1, db_max_overflow=0))
+    api = app.test_client()
+    headers = make_client("submitter")
+    assert api.post("/api/v1/tasks", json={"task": "demo.echo"}, headers=headers).status_code == 202
+    engine = app.extensions["scheduler"].engine
+    connection = engine.raw_connection()  # the pool's only connection: the one that prepared
+    with connection.dbapi_connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] >= 1
+        cursor.execute("DEALLOCATE ALL")
+    connection.commit()
+    connection.close()
+
+    created = api.post("/api/v1/tasks", json={"task": "demo.echo", "args": [2]}, headers=headers)
+    assert created.status_code == 202, created.get_json()
+    assert api.get(created.headers["Location"], headers=headers).get_json()["args"] == [2]
+    engine.dispose()
