@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from flask import Flask, g, request
+from flask.sessions import SessionInterface
 from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -104,9 +105,20 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
             headers={"Retry-After": "5"},
         )
 
+    # A token API has no cookie sessions: Flask would otherwise build a signing serializer to
+    # look for one on every request.
+    app.session_interface = _NoSessions()
     PrometheusMetrics(app, path="/metrics", group_by="url_rule", defaults_prefix="scheduler_api")
     _request_ids(app)
     return app
+
+
+class _NoSessions(SessionInterface):
+    def open_session(self, app: Flask, request: Any) -> None:
+        return None  # Flask then hands out its null session
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
 
 
 def _request_ids(app: Flask) -> None:
