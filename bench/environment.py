@@ -1,7 +1,8 @@
 """Everything one bench run stands on: services, the platform's processes and the raw baseline's.
 
-Ours runs as in production (``SCHEDULER_PROFILE=production``, gunicorn ``--workers 2 --threads
-4``, a prefork worker and the scheduler); raw Celery uses the same redis-server in databases of
+Ours runs as in production (``SCHEDULER_PROFILE=production``, gunicorn ``--workers 4 --threads
+4`` as the Dockerfile, docker-compose and the Helm chart run it, a prefork worker and the
+scheduler); raw Celery uses the same redis-server in databases of
 its own, so neither side's keys (kombu's ``unacked`` hash above all) reach the other's scans.
 """
 
@@ -36,7 +37,10 @@ OURS_QUEUE = "default"
 RAW_QUEUE = "raw"
 # Where ours is configured, the scheduler's look-ahead and priority steps, per its settings.
 OURS_QUEUES = "default,high,low,sink"
-GUNICORN_SETTINGS = ("--workers", "2", "--threads", "4")
+# The API's production server settings (docker/Dockerfile, docker-compose, the Helm chart), given
+# to the bare endpoint too. BENCH_GUNICORN overrides them for both sides, e.g. "--workers 2
+# --threads 4" (bench/README.md has the figures of both).
+GUNICORN_SETTINGS = tuple(os.environ.get("BENCH_GUNICORN", "--workers 4 --threads 4").split())
 
 
 def gunicorn_argv(port: int, wsgi: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from bench.environment import OURS_SINK, RAW_SINK, Environment
+from bench.environment import GUNICORN_SETTINGS, OURS_SINK, RAW_SINK, Environment
 from bench.load import post_load
 from bench.plan import Plan
 from bench.raw_app import NOOP
@@ -74,7 +74,8 @@ def run(env: Environment, plan: Plan) -> list[Row]:
         latency.ours.append(percentile(results["ours"].latencies, 0.5) * 1000)
         latency.raw.append(percentile(results["bare"].latencies, 0.5) * 1000)
     api.note = (
-        f"gunicorn --workers 2 --threads 4 on both sides; {conns} client threads with keep-alive, "
+        f"gunicorn {' '.join(GUNICORN_SETTINGS)} on both sides; {conns} client threads with "
+        "keep-alive, "
         f"at most {plan.submit_requests} requests or {plan.submit_seconds:.0f} s per side and "
         "repetition; the bare endpoint parses the JSON body and calls apply_async, nothing else"
     )
