@@ -6,8 +6,9 @@ every time. Here each is one round trip: the connection is in autocommit, so a s
 CTE is its own transaction; its session settings (``synchronous_commit``, ``application_name``)
 are made once when it connects; and each statement is prepared once per connection.
 
-One instance per process, connected lazily: a pool process forked from the worker's main process
-opens its own connection and never uses the parent's socket.
+Connected lazily, per process and thread: a pool process forked from the worker's main process
+opens its own connection and never uses the parent's socket, and a thread pool's threads never
+share one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,8 +64,19 @@ def connect_kwargs(database_url: str) -> dict[str, Any]:
     return kwargs
 
 
+class _Link(threading.local):
+    """A thread's connection, the process that opened it, and its prepared statements' uses."""
+
+    conn: Any = None
+    pid: int | None = None
+
+    def __init__(self) -> None:
+        self.uses: dict[str, int] = {}
+
+
 class LedgerConnection:
-    """One autocommit psycopg2 connection with prepared statements; reconnects when it breaks."""
+    """An autocommit psycopg2 connection per process and thread, with prepared statements;
+    replaced when it breaks."""
 
     def __init__(
         self,
@@ -77,9 +90,7 @@ class LedgerConnection:
         if not synchronous_commit:
             options = self.kwargs.get("options", "")
             self.kwargs["options"] = f"{options} -c synchronous_commit=off".strip()
-        self._conn: Any = None
-        self._pid: int | None = None
-        self._uses: dict[str, int] = {}  # executions of each prepared statement
+        self._link = _Link()
 
     def execute(self, statement: PreparedStatement, params: Sequence[Any]) -> list[tuple]:
         """Run ``statement`` (preparing it on first use) in a transaction of its own; its rows.
@@ -92,7 +103,8 @@ class LedgerConnection:
         try:
             return self._run(statement, params)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            if self._conn is not None and not self._conn.closed:
+            conn = self._link.conn
+            if conn is not None and not conn.closed:
                 raise  # the statement failed, not the connection
             log.warning("ledger connection lost; reconnecting", exc_info=True)
             self._drop()
@@ -104,44 +116,45 @@ class LedgerConnection:
             return self._run(statement, params)
 
     def close(self) -> None:
-        """Close the connection if this process opened it."""
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
+        """Close this thread's connection if this process opened it."""
         self._drop()
 
     def _connection(self) -> Any:
-        if self._conn is not None and self._pid != os.getpid():
-            _inherited.append(self._conn)
+        link = self._link
+        if link.conn is not None and link.pid != os.getpid():
+            _inherited.append(link.conn)
             self._drop()
-        if self._conn is None or self._conn.closed:
+        if link.conn is None or link.conn.closed:
             self._drop()
             conn = psycopg2.connect(**self.kwargs)
             conn.autocommit = True
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+            link.conn, link.pid = conn, os.getpid()
+        return link.conn
 
     def _run(self, statement: PreparedStatement, params: Sequence[Any]) -> list[tuple]:
         conn = self._connection()
+        uses = self._link.uses
         with conn.cursor() as cur:
-            uses = self._uses.get(statement.name)
-            if uses is None or uses >= REPREPARE_EVERY:
-                if uses is not None:
+            count = uses.get(statement.name)
+            if count is None or count >= REPREPARE_EVERY:
+                if count is not None:
                     cur.execute(f"DEALLOCATE {statement.name}")
                 cur.execute(statement.prepare_sql)
-                uses = 0
-            self._uses[statement.name] = uses + 1
+                count = 0
+            uses[statement.name] = count + 1
             cur.execute(statement.execute_sql, params)
             return cur.fetchall() if cur.description is not None else []
 
     def _deallocate(self, statement: PreparedStatement) -> None:
-        self._uses.pop(statement.name, None)
+        self._link.uses.pop(statement.name, None)
         with self._connection().cursor() as cur:
             cur.execute(f"DEALLOCATE {statement.name}")
 
     def _drop(self) -> None:
-        if self._conn is not None and self._pid == os.getpid() and not self._conn.closed:
+        link = self._link
+        if link.conn is not None and link.pid == os.getpid() and not link.conn.closed:
             with contextlib.suppress(psycopg2.Error):
-                self._conn.close()
-        self._conn = None
-        self._pid = None
-        self._uses.clear()
+                link.conn.close()
+        link.conn = None
+        link.pid = None
+        link.uses.clear()

@@ -3,6 +3,7 @@ keeps every guard of the generic transition and survives losing its connection."
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -241,3 +242,37 @@ def test_prepared_success_is_planned_again_as_the_runs_table_grows(monkeypatch):
         admin.close()
     finally:
         db.drop()
+
+
+def test_threads_sharing_a_ledger_connection_each_get_their_own(ledger):
+    """A thread pool (``-P threads``) must not interleave statements on one connection."""
+    connected = threading.Barrier(3)
+    counted = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(30):
+                ledger.execute(CLAIM, (str(uuid.uuid4()), utcnow(), None, "w1", None))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        connected.wait(10)
+        counted.wait(10)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    connected.wait(10)
+    admin = psycopg2.connect(support.PG_ADMIN_DSN)
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (ledger.kwargs["application_name"],),
+        )
+        (backends,) = cur.fetchone()
+    admin.close()
+    counted.wait(10)
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert backends == 2
