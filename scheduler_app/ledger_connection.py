@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import psycopg2
@@ -47,11 +48,11 @@ class PreparedStatement:
     types: tuple[str, ...]
     sql: str
 
-    @property
+    @cached_property
     def prepare_sql(self) -> str:
         return f"PREPARE {self.name} ({', '.join(self.types)}) AS {self.sql}"
 
-    @property
+    @cached_property
     def execute_sql(self) -> str:
         return f"EXECUTE {self.name} ({', '.join(['%s'] * len(self.types))})"
 

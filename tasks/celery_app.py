@@ -126,10 +126,11 @@ class LedgerTask(Task):
 
 def run_ledger_task(self: LedgerTask, task_id: str) -> str:
     """Run one attempt of the ledger task ``task_id`` (the body of every task type)."""
-    headers = self.request.headers or {}
-    request_id = getattr(self.request, "request_id", None) or headers.get("request_id")
-    attempt = getattr(self.request, "ledger_attempt", None) or headers.get("ledger_attempt")
-    worker = self.request.hostname or socket.gethostname()
+    request = self.request
+    headers = request.headers or {}
+    request_id = getattr(request, "request_id", None) or headers.get("request_id")
+    attempt = getattr(request, "ledger_attempt", None) or headers.get("ledger_attempt")
+    worker = request.hostname or socket.gethostname()
     with bind_context(task_id=task_id, request_id=request_id, task=self.name):
         outcome = self.runtime.executor.run(
             task_id,

@@ -121,17 +121,16 @@ class Executor:
         if ttype is None:
             exc = LookupError(f"task type {claimed.task!r} is not registered on worker {worker}")
             return self._failed(tid, attempt, worker, exc, permanent=True)
-        ctx = TaskContext(
-            task_id=task_id,
-            attempt=attempt,
-            max_retries=claimed.max_retries,
-            worker=worker,
-            request_id=claimed.request_id,
-            counters=self.counters,
-        )
         kwargs = dict(claimed.kwargs or {})
         if ttype.wants_context:
-            kwargs["ctx"] = ctx
+            kwargs["ctx"] = TaskContext(
+                task_id=task_id,
+                attempt=attempt,
+                max_retries=claimed.max_retries,
+                worker=worker,
+                request_id=claimed.request_id,
+                counters=self.counters,
+            )
         try:
             result = ttype.fn(*(claimed.args or []), **kwargs)
         except Exception as exc:
