@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from scheduler_app.api import auth, dead_letters, health, tasks
+from scheduler_app.api.jsonio import FastJSONProvider
 from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
 from scheduler_app.api.security import init_jwt
 from scheduler_app.config import Settings, load_settings
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     settings = settings or load_settings(overrides or None)
     configure_logging(settings)
     app = Flask("scheduler_app")
+    app.json = FastJSONProvider(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         JWT_SECRET_KEY=settings.jwt_secret,

@@ -47,18 +47,31 @@ class TaskType:
 
     def check_call(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, list[str]]:
         """Field errors that would make this call fail for sure; empty when it may run."""
-        call_kwargs = {k: v for k, v in kwargs.items() if k not in {"ctx", "parents"}}
         if "ctx" in kwargs:
             return {"kwargs.ctx": ["is reserved"]}
-        try:
-            self._signature.bind(*args, **call_kwargs, **self._context_stub())
-        except TypeError as exc:
-            return {"kwargs": [f"arguments do not fit {self.name}: {exc}"]}
+        # Whether a call binds depends only on how many args and which keyword names it has.
+        shape = (len(args), frozenset(kwargs))
+        misfit = self._misfits.get(shape)
+        if misfit is None:
+            call_kwargs = {k: None for k in kwargs if k not in {"ctx", "parents"}}
+            try:
+                self._signature.bind(*args, **call_kwargs, **self._context_stub())
+                misfit = ""
+            except TypeError as exc:
+                misfit = f"arguments do not fit {self.name}: {exc}"
+            if len(self._misfits) < 1000:
+                self._misfits[shape] = misfit
+        if misfit:
+            return {"kwargs": [misfit]}
         return self.validator(args, kwargs) if self.validator else {}
 
     @functools.cached_property
     def _signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)
+
+    @functools.cached_property
+    def _misfits(self) -> dict[tuple[int, frozenset[str]], str]:
+        return {}
 
     def _context_stub(self) -> dict[str, Any]:
         return {"ctx": None} if self.wants_context else {}

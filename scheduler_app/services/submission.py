@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg2.errors
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
@@ -215,7 +216,15 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-_rows_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+_stdlib_rows_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
+def _rows_json(rows: list[dict[str, Any]]) -> str:
+    """The rows as one JSON document (orjson; the standard library for ints beyond 64 bits)."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        return _stdlib_rows_json(rows)
 
 
 # Rows without an idempotency key cannot conflict: they go in as the statement above, prepared

@@ -70,6 +70,26 @@ def test_submit_is_202_with_location_and_the_stored_task(api, submitter):
     assert fetched.json == task
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        [2**70, -(2**64), 1.5e10],  # beyond 64-bit ints: the fast encoders step aside
+        ["é ü 漢字 \u2028 \U0001f600", {"κλειδί": '\\ " /'}],
+        [0.1, -0.0, 1e-300, True, None, [], {}],
+    ],
+)
+def test_json_values_come_back_exactly_as_submitted(api, submitter, args):
+    response = api.post(TASKS, json={"task": "demo.echo", "args": args}, headers=submitter)
+    assert response.status_code == 202, response.json
+    assert response.json["args"] == args
+    assert api.get(response.headers["Location"], headers=submitter).json["args"] == args
+    batch = api.post(
+        f"{TASKS}/batch", json={"tasks": [{"task": "demo.echo", "args": args}]}, headers=submitter
+    )
+    assert batch.status_code == 202, batch.json
+    assert batch.json["items"][0]["args"] == args
+
+
 def test_submit_defaults_queue_priority_args_and_tags(api, submitter):
     response = api.post(TASKS, json={"task": "demo.echo", "delay": 3600}, headers=submitter)
     assert response.status_code == 202
