@@ -103,6 +103,10 @@ class LedgerConnection:
         """
         try:
             return self._run(statement, params)
+        except psycopg2.errors.InvalidSqlStatementName:
+            # The session lost its prepared statements (DISCARD ALL, DEALLOCATE ALL).
+            self._link.uses.clear()
+            return self._run(statement, params)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
             conn = self._link.conn
             if conn is not None and not conn.closed:

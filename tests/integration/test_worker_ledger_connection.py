@@ -276,3 +276,11 @@ def test_threads_sharing_a_ledger_connection_each_get_their_own(ledger):
         thread.join(10)
     assert errors == []
     assert backends == 2
+
+
+def test_statements_are_prepared_again_after_the_session_discards_them(ledger):
+    params = (str(uuid.uuid4()), utcnow(), None, "w1", None)
+    assert ledger.execute(CLAIM, params) == []
+    with ledger._connection().cursor() as cur:
+        cur.execute("DEALLOCATE ALL")
+    assert ledger.execute(CLAIM, params) == []
