@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -156,6 +157,7 @@ def create_celery_app(settings: Settings) -> Celery:
     @signals.worker_process_init.connect(weak=False)
     def _reset_after_fork(**_):
         runtime.reset()
+        gc.freeze()  # the inherited heap lives as long as the process: keep it out of GC passes
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _close_after_work(**_):
@@ -165,6 +167,7 @@ def create_celery_app(settings: Settings) -> Celery:
     def _ready(sender, **_):
         queues = sorted(app.amqp.queues.consume_from or [settings.default_queue])
         runtime.started(sender.hostname, queues, sender.controller.concurrency)
+        gc.freeze()  # likewise in the process that receives and acks (the only one with solo)
 
     @signals.task_unknown.connect(weak=False)
     def _unknown(sender=None, name=None, id=None, message=None, exc=None, **_):
