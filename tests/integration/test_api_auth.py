@@ -255,3 +255,29 @@ def test_revocation_is_checked_in_the_ledger_while_redis_is_down(app, credential
     clients.revoke(jti, datetime.now(UTC) + timedelta(minutes=5))  # ledger only; no raise
     assert clients.is_revoked(jti)
     assert not clients.is_revoked(uuid.uuid4().hex)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/api/v1/tasks", {"task": "demo.echo", "args": ["x"]}, {}),
+        ("/api/v1/tasks", {"task": "demo.echo", "args": ["x"]}, {"Idempotency-Key": "k-1"}),
+        ("/api/v1/tasks/batch", {"tasks": [{"task": "demo.echo"}, {"task": "demo.echo"}]}, {}),
+        ("/api/v1/tasks", {"task": "demo.echo", "priority": 99}, {}),  # invalid too: 401 first
+    ],
+)
+def test_a_revoked_token_submits_nothing(api, credentials, assert_problem, path, body, headers):
+    """A token used before (so remembered as verified by this process) and then revoked is
+    refused with 401 on submits, and nothing of its request reaches the ledger."""
+    client_id, secret = credentials("submitter")
+    tokens = api.post(TOKEN, json={"client_id": client_id, "client_secret": secret}).json
+    auth = bearer(tokens["access_token"])
+    first = api.post("/api/v1/tasks", json={"task": "demo.echo"}, headers=auth)
+    assert first.status_code == 202
+    assert api.post("/api/v1/auth/revoke", headers=auth).status_code == 204
+
+    refused = assert_problem(api.post(path, json=body, headers={**auth, **headers}), 401)
+    assert "revoked" in refused["detail"]
+    again = api.post(TOKEN, json={"client_id": client_id, "client_secret": secret}).json
+    listed = api.get("/api/v1/tasks?limit=100", headers=bearer(again["access_token"])).json
+    assert [t["id"] for t in listed["items"]] == [first.json["id"]]  # only the one before
