@@ -97,6 +97,8 @@ def test_worker_killed_mid_task_is_rerun_and_completes_once(stack, client):
     key = uuid.uuid4().hex
     task = client.submit(task="test.count", kwargs={"key": key, "seconds": 2}, retry=QUICK_RETRY)
     client.wait(task["id"], ("running",))
+    # Claimed is not yet started: kill only once the task code has counted its start.
+    wait_until(lambda: client.count("started", key) == 1, 10, 0.02, message="the task to start")
     first.signal(signal.SIGKILL)
     stack.worker("default", 1)
     done = client.wait(task["id"], timeout=40)
@@ -118,6 +120,7 @@ def test_pool_process_killed_mid_task_is_retried(stack, client):
     key = uuid.uuid4().hex
     task = client.submit(task="test.count", kwargs={"key": key, "seconds": 2}, retry=QUICK_RETRY)
     client.wait(task["id"], ("running",))
+    wait_until(lambda: client.count("started", key) == 1, 10, 0.02, message="the task to start")
     for child in psutil.Process(worker.process.pid).children(recursive=True):
         child.send_signal(signal.SIGKILL)
     done = client.wait(task["id"], timeout=40)
