@@ -17,6 +17,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from scheduler_app.api.fields import check_json_value
+from scheduler_app.models import Task
 
 MAX_DELAY = 366 * 86400
 _SIMPLE_KEYS = frozenset(
@@ -103,37 +104,7 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-_READ = (
-    "id",
-    "task",
-    "args",
-    "kwargs",
-    "queue",
-    "priority",
-    "status",
-    "attempts",
-    "max_retries",
-    "backoff",
-    "backoff_max",
-    "jitter",
-    "timeout",
-    "run_at",
-    "expires_at",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "result",
-    "error_type",
-    "error_message",
-    "owner_id",
-    "idempotency_key",
-    "notify",
-    "workflow_id",
-    "node_id",
-    "schedule_id",
-    "replay_of",
-    "tags",
-)
+_READ = tuple(column.name for column in Task.__table__.columns)
 
 
 def present_task(task: Any) -> dict[str, Any]:

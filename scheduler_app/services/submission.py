@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
 from scheduler_app.errors import Conflict, ValidationFailed
+from scheduler_app.ledger_connection import PreparedStatement
 from scheduler_app.models import Task
 from scheduler_app.services.dispatch import Dispatch
 from scheduler_app.services.principal import Principal
@@ -152,35 +153,8 @@ class NewTask(dict):
             raise AttributeError(name) from None
 
 
-TASK_COLUMNS = (
-    "id",
-    "task",
-    "args",
-    "kwargs",
-    "queue",
-    "priority",
-    "status",
-    "attempts",
-    "max_retries",
-    "backoff",
-    "backoff_max",
-    "jitter",
-    "timeout",
-    "run_at",
-    "expires_at",
-    "dispatched_at",
-    "created_at",
-    "owner_id",
-    "idempotency_key",
-    "request_hash",
-    "notify",
-    "tags",
-    "request_id",
-    "workflow_id",
-    "node_id",
-    "schedule_id",
-    "replay_of",
-)
+# Columns a submission leaves empty (the attempt fills them in); every other column of ``tasks``
+# is in the rows ``build_row`` makes.
 _NOT_INSERTED = {
     "started_at": None,
     "finished_at": None,
@@ -188,6 +162,7 @@ _NOT_INSERTED = {
     "error_type": None,
     "error_message": None,
 }
+TASK_COLUMNS = tuple(c.name for c in Task.__table__.columns if c.name not in _NOT_INSERTED)
 _COLUMN_LIST = ", ".join(TASK_COLUMNS)
 
 # The rows travel as one JSON document and PostgreSQL unpacks them (jsonb_populate_recordset):
@@ -230,15 +205,13 @@ def _rows_json(rows: list[dict[str, Any]]) -> str:
 # Rows without an idempotency key cannot conflict: they go in as the statement above, prepared
 # once per pooled connection and run in autocommit (the statement is its own transaction), which
 # is one round trip instead of BEGIN, the statement and COMMIT, and no parsing or planning.
-_PREPARED = "scheduler_submit_v1"
-_PREPARE_SQL = f"PREPARE {_PREPARED} (jsonb) AS " + INSERT_SQL.replace("%(rows)s::jsonb", "$1")
-_EXECUTE_SQL = f"EXECUTE {_PREPARED} (%s)"
+SUBMIT = PreparedStatement(
+    "scheduler_submit", ("jsonb",), INSERT_SQL.replace("%(rows)s::jsonb", "$1")
+)
 
 
 def insert_keyless(engine: Engine, rows: Sequence[dict[str, Any]]) -> list[Accepted]:
     """Insert and commit rows that carry no idempotency key, with their creation events."""
-    if any(row["idempotency_key"] for row in rows):
-        raise ValueError("keyed rows go through insert_tasks")
     if not rows:
         return []
     payload = _rows_json([{name: row[name] for name in TASK_COLUMNS} for row in rows])
@@ -249,21 +222,21 @@ def insert_keyless(engine: Engine, rows: Sequence[dict[str, Any]]) -> list[Accep
         dbapi.autocommit = True
         with dbapi.cursor() as cursor:
             backend = dbapi.get_backend_pid()  # no round trip: libpq knows it
-            if connection.info.get(_PREPARED) != backend:
-                cursor.execute(_PREPARE_SQL)
-                connection.info[_PREPARED] = backend
+            if connection.info.get(SUBMIT.name) != backend:
+                cursor.execute(SUBMIT.prepare_sql)
+                connection.info[SUBMIT.name] = backend
             try:
-                cursor.execute(_EXECUTE_SQL, (payload,))
+                cursor.execute(SUBMIT.execute_sql, (payload,))
             except psycopg2.errors.InvalidSqlStatementName:  # e.g. DEALLOCATE ALL by a proxy
-                cursor.execute(_PREPARE_SQL)
-                cursor.execute(_EXECUTE_SQL, (payload,))
+                cursor.execute(SUBMIT.prepare_sql)
+                cursor.execute(SUBMIT.execute_sql, (payload,))
             inserted = cursor.rowcount
     except dialect.loaded_dbapi.Error as exc:
         gone = dialect.is_disconnect(exc, dbapi, None)
         if gone:
             connection.invalidate(exc)
         raise DBAPIError.instance(
-            _EXECUTE_SQL, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone
+            SUBMIT.execute_sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone
         ) from exc
     finally:
         if not dbapi.closed:
@@ -285,10 +258,10 @@ def insert_tasks(db: Session | Connection, rows: Sequence[dict[str, Any]]) -> li
     payload = _rows_json([{name: row[name] for name in TASK_COLUMNS} for row in rows])
     connection = db.connection() if isinstance(db, Session) else db
     result = connection.exec_driver_sql(INSERT_SQL, {"rows": payload})
-    inserted = {row_id for (row_id,) in result}
+    inserted = {str(row_id) for (row_id,) in result}
     accepted: list[Accepted] = []
     for row in rows:
-        if str(row["id"]) in inserted or row["id"] in inserted:
+        if str(row["id"]) in inserted:
             accepted.append(Accepted(NewTask(row, **_NOT_INSERTED), replayed=False))
             continue
         if not row["idempotency_key"]:
