@@ -14,9 +14,14 @@ import psutil
 import psycopg2
 
 # One implementation of the private services, shared with the test suite.
-from tests.support import RedisServer, TestDatabase, free_port, redis_server_binary  # noqa: F401
+from tests.support import (  # noqa: F401
+    Process,
+    RedisServer,
+    TestDatabase,
+    free_port,
+    redis_server_binary,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get(
     "BENCH_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 )
@@ -54,31 +59,15 @@ class Database(TestDatabase):
             raise BenchError(f"no PostgreSQL at {PG_ADMIN_DSN!r}: {exc}") from exc
 
 
-class Child:
-    """A child process (API, worker, scheduler) in a session of its own, its output in a log."""
+class Child(Process):
+    """A child process (API, worker, scheduler) in a session of its own, its output in a log of
+    its own: the test suite's ``Process``, plus what the bench measures and how it stops."""
 
     def __init__(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], logdir: Path
     ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.env = dict(env)
-        self.log_path = logdir / f"{name}.log"
-        self.process: subprocess.Popen | None = None
+        super().__init__(name, list(argv), dict(env), logdir)
         self.node = ""  # a Celery worker's node name, for remote control
-
-    def start(self) -> Child:
-        """Start it and wait until it answers."""
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open for the process lifetime
-        self.process = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
 
     @property
     def pid(self) -> int:
@@ -86,19 +75,12 @@ class Child:
         assert self.process is not None
         return self.process.pid
 
-    def log(self) -> str:
-        """The process's output so far."""
-        return self.log_path.read_text(errors="replace")
-
     def wait_for_log(self, text: str, timeout: float = 60) -> None:
         """Wait until the log shows ``text``; raises BenchError if the process exits first."""
-
-        def seen() -> bool:
-            if self.process.poll() is not None:
-                raise BenchError(f"{self.name} exited early:\n{self.log()[-3000:]}")
-            return text in self.log()
-
-        wait_until(seen, timeout, 0.05, what=f"{self.name} to log {text!r}")
+        try:
+            super().wait_for_log(text, timeout)
+        except AssertionError as exc:
+            raise BenchError(str(exc)) from exc
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and all its children (a worker and its pool)."""
