@@ -3,7 +3,7 @@
 It is derived from the one settings loader; entry points import it, libraries never do.
 """
 
-from scheduler_app.celery_settings import celery_config
 from scheduler_app.config import load_settings
+from scheduler_app.services.broker.celery_config import celery_config
 
 globals().update(celery_config(load_settings()))

@@ -57,7 +57,7 @@ def migrate(revision: str) -> None:
 def create_client(name: str, role: str) -> None:
     """Create an API client and print its credentials (the secret is shown only once)."""
     from scheduler_app.db import make_engine, make_session_factory
-    from scheduler_app.services.clients import ClientService
+    from scheduler_app.services.clients.service import ClientService
 
     engine = make_engine(_settings(), pool_size=1)
     client, secret = ClientService(make_session_factory(engine)).create(name, role)
@@ -79,7 +79,7 @@ def create_client(name: str, role: str) -> None:
 def scheduler() -> None:
     """Run the scheduler: release delayed tasks, re-publish lost ones."""
     from scheduler_app.logs import configure_logging
-    from scheduler_app.scheduler import Scheduler
+    from scheduler_app.scheduler_process import Scheduler
 
     settings = _settings()
     configure_logging(settings)

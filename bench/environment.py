@@ -25,7 +25,7 @@ from celery import Celery
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.probes import worker_name
+from bench.probes import queue_keys, worker_name
 from bench.raw_app import make_raw_app
 from bench.services import Child, Database, RedisServer, free_port, wait_until
 
@@ -75,8 +75,8 @@ class Ledger:
     settings: Any
     engine: Any
     sessions: sessionmaker[Session]
-    tasks: Any  # scheduler_app.services.tasks.TaskService
-    dispatcher: Any  # scheduler_app.services.dispatch.Dispatcher
+    tasks: Any  # scheduler_app.services.tasks.service.TaskService
+    dispatcher: Any  # scheduler_app.services.broker.dispatcher.Dispatcher
 
     def scalar(self, sql: str, **params: Any) -> Any:
         """First column of the first row of ``sql``."""
@@ -232,8 +232,8 @@ class Environment:
     def _ledger(self) -> Ledger:
         from scheduler_app.config import load_settings
         from scheduler_app.db import make_engine, make_session_factory
-        from scheduler_app.services.dispatch import Dispatcher, make_producer_app
-        from scheduler_app.services.tasks import TaskService
+        from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_app
+        from scheduler_app.services.tasks.service import TaskService
         from scheduler_app.task_types import load_task_modules
 
         settings = load_settings(
@@ -280,7 +280,7 @@ class Environment:
 
     def principal(self) -> Any:
         """The bench client as the services see it (for in-process submissions)."""
-        from scheduler_app.services.principal import Principal, Role
+        from scheduler_app.services.clients.principal import Principal, Role
 
         return Principal(self.client_uuid, Role.SUBMITTER)
 
@@ -296,7 +296,7 @@ class Environment:
         _delete_queue(self.raw_redis(), RAW_SINK)
 
     def _token(self) -> str:
-        from scheduler_app.services.clients import ClientService
+        from scheduler_app.services.clients.service import ClientService
 
         client, secret = ClientService(self.ledger.sessions).create("bench", "submitter")
         self.client_uuid = client.id
@@ -310,9 +310,7 @@ class Environment:
 
 
 def _delete_queue(client: redis.Redis, queue: str) -> None:
-    keys = [queue, *(f"{queue}:{step}" for step in range(1, 10))]
-    keys += [f"{queue}\x06\x16{step}" for step in range(1, 10)]
-    client.delete(*keys)
+    client.delete(*queue_keys(queue))
 
 
 def _answers(url: str) -> bool:

@@ -11,16 +11,16 @@ import redis
 from celery import Celery
 
 from bench.services import BenchError
-
-KOMBU_UNACKED = "unacked"
-# kombu's Redis queue keys per priority step: ours sets sep=":" and steps 0..9; Celery's
-# defaults are the separator "\x06\x16" and steps 0, 3, 6, 9.
-_SEPARATORS = (":", "\x06\x16")
+from scheduler_app.services.broker import layout
 
 
 def queue_keys(queue: str) -> list[str]:
-    """Every Redis list kombu may use for ``queue`` (all priority steps, either separator)."""
-    return [queue, *(f"{queue}{sep}{step}" for sep in _SEPARATORS for step in range(1, 10))]
+    """Every Redis list kombu may use for ``queue``: our layout's and kombu's default one."""
+    return list(
+        dict.fromkeys(
+            layout.queue_keys(queue) + layout.queue_keys(queue, range(10), layout.KOMBU_SEP)
+        )
+    )
 
 
 def celery_pending(client: redis.Redis, queues: Sequence[str]) -> int:
@@ -34,7 +34,7 @@ def celery_pending(client: redis.Redis, queues: Sequence[str]) -> int:
     for queue in queues:
         for key in queue_keys(queue):
             pipe.llen(key)
-    pipe.hlen(KOMBU_UNACKED)
+    pipe.hlen(layout.UNACKED_KEY)
     return sum(pipe.execute())
 
 

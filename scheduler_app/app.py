@@ -22,10 +22,10 @@ from scheduler_app.api.security import init_jwt
 from scheduler_app.config import Settings, load_settings
 from scheduler_app.db import make_engine, make_session_factory
 from scheduler_app.logs import bind_context, configure_logging
-from scheduler_app.services.clients import ClientService
-from scheduler_app.services.dead_letters import DeadLetterService
-from scheduler_app.services.dispatch import Dispatcher, make_producer_app
-from scheduler_app.services.tasks import TaskService
+from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_app
+from scheduler_app.services.clients.service import ClientService
+from scheduler_app.services.dead_letters.service import DeadLetterService
+from scheduler_app.services.tasks.service import TaskService
 from scheduler_app.task_types import TaskType, load_task_modules
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")

@@ -28,7 +28,7 @@ class TaskContext:
     max_retries: int
     worker: str
     request_id: str | None
-    counters: Any = None  # scheduler_app.services.counters.CounterStore, bound per call
+    counters: Any = None  # scheduler_app.services.tasks.counters.CounterStore, bound per call
 
 
 @dataclass(frozen=True)

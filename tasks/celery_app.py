@@ -13,14 +13,14 @@ from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
 
-from scheduler_app.celery_settings import celery_config
 from scheduler_app.config import Settings
 from scheduler_app.db import make_engine, make_session_factory
-from scheduler_app.ledger_connection import LedgerConnection
 from scheduler_app.logs import bind_context, configure_logging
-from scheduler_app.services.dispatch import Dispatcher
-from scheduler_app.services.execution import Executor
-from scheduler_app.services.workers import WorkerRegistry
+from scheduler_app.services.broker.celery_config import celery_config
+from scheduler_app.services.broker.dispatcher import Dispatcher
+from scheduler_app.services.ledger.connection import LedgerConnection
+from scheduler_app.services.tasks.execution import Executor
+from scheduler_app.services.workers.registry import WorkerRegistry
 from scheduler_app.task_types import load_task_modules
 from tasks.heartbeat import Heartbeat
 
@@ -133,14 +133,14 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
     attempt = getattr(request, "ledger_attempt", None) or headers.get("ledger_attempt")
     worker = request.hostname or socket.gethostname()
     with bind_context(task_id=task_id, request_id=request_id, task=self.name):
-        outcome = self.runtime.executor.run(
+        result = self.runtime.executor.run(
             task_id,
             worker,
             attempt=int(attempt) if attempt else None,
             timeout_error=(SoftTimeLimitExceeded,),
         )
-        log.debug("attempt finished", extra={"outcome": outcome.status})
-    return outcome.status
+        log.debug("attempt finished", extra={"result": result.status})
+    return result.status
 
 
 def create_celery_app(settings: Settings) -> Celery:

@@ -8,7 +8,7 @@ import uuid
 
 from celery.worker import state
 
-from scheduler_app.services.workers import WorkerRegistry
+from scheduler_app.services.workers.registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from scheduler_app.services.ledger.outcomes import Outcome, on_outcome
 from scheduler_app.task_types import TaskContext, task_type
 
 
@@ -45,3 +50,30 @@ def stubborn(seconds: float = 30.0, **_: Any) -> None:
 def patient(**_: Any) -> str:
     """A type with its own default retry policy."""
     return "ok"
+
+
+# The outcome probe: a consumer on the outcome seam that counts, in the ledger, every outcome it
+# is handed, for tasks tagged PROBE_TAG. Loaded wherever tests.task_types is (API, workers,
+# scheduler), like any consumer a task module registers.
+PROBE_TAG = "outcome-probe"
+# A pool process whose environment names this file dies (SIGKILL) the first time it is handed an
+# outcome, after the transition committed and before its consumers' transaction does: the
+# outcome must then reach the probe through the scheduler's sweep, once.
+CRASH_MARKER_ENV = "TEST_OUTCOME_CRASH_MARKER"
+
+
+@on_outcome("test.probe", wants=f"'{PROBE_TAG}' = ANY(tags)", columns=("tags",))
+def probe(session: Session, outcomes: Sequence[Outcome]) -> None:
+    marker = os.environ.get(CRASH_MARKER_ENV)
+    if marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    for outcome in outcomes:
+        for key in (f"outcome:{outcome.task_id}", f"outcome:{outcome.task_id}:{outcome.status}"):
+            session.execute(
+                text(
+                    "INSERT INTO counters (key, value) VALUES (:key, 1) "
+                    "ON CONFLICT (key) DO UPDATE SET value = counters.value + 1"
+                ),
+                {"key": key},
+            )

@@ -27,6 +27,7 @@ from bench.probes import queue_keys, set_consuming
 from bench.raw_app import STAMP
 from bench.report import Row, Target, percentile
 from bench.services import BenchError, wait_until
+from scheduler_app.services.broker import layout
 
 TITLE = "delay precision"
 LEAD = 1.5  # seconds between the moved clock and the first due time
@@ -86,7 +87,7 @@ def message_etas(client: redis.Redis, queue: str) -> dict[str, datetime]:
     raws = [raw for key in queue_keys(queue) for raw in client.lrange(key, 0, -1)]
     # A worker whose consumer was being cancelled may still have taken one (celery's
     # cancel_consumer answers before its last fetch lands): it sits in the unacked hash.
-    raws += [json.dumps(json.loads(raw)[0]) for raw in client.hvals("unacked")]
+    raws += [json.dumps(json.loads(raw)[0]) for raw in client.hvals(layout.UNACKED_KEY)]
     for raw in raws:
         headers = json.loads(raw)["headers"]
         if headers.get("eta"):
@@ -96,7 +97,7 @@ def message_etas(client: redis.Redis, queue: str) -> dict[str, datetime]:
 
 def ours_ten_minutes(env: Environment, plan: Plan) -> list[float]:
     """Lateness against the ETA the promoter gave each task on the real clock."""
-    from scheduler_app.services.promoter import promote_due
+    from scheduler_app.services.tasks.promoter import promote_due
 
     ids = submit_ours(env, plan.delay_tasks, plan.delay_spacing, 600.0)
     uuids = [uuid.UUID(i) for i in ids]

@@ -21,6 +21,7 @@ from bench.raw_app import NOOP
 from bench.report import Row, Target
 from bench.scenarios.execution import queue_ours, queue_raw
 from bench.services import BenchError, Child, wait_until
+from scheduler_app.services.broker import layout
 
 TITLE = "memory"
 OURS_MEMORY_QUEUE = "low"
@@ -39,8 +40,8 @@ def create_ours(env: Environment, count: int) -> float:
     """
     from sqlalchemy import insert
 
-    from scheduler_app.db import transaction
     from scheduler_app.models import Task, TaskEvent
+    from scheduler_app.services.ledger.unit import unit_of_work
 
     began = time.perf_counter()
     for start in range(0, count, CHUNK):
@@ -53,7 +54,7 @@ def create_ours(env: Environment, count: int) -> float:
             {"task_id": r["id"], "at": r["created_at"], "status": r["status"], "attempt": 0}
             for r in rows
         ]
-        with transaction(env.ledger.sessions) as session:
+        with unit_of_work(env.ledger.sessions) as session:
             session.execute(insert(Task), rows)
             session.execute(insert(TaskEvent), events)
     return count / (time.perf_counter() - began)
@@ -131,7 +132,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
             f"the raw worker to take the {n} ETA messages",
         )
         taken = time.monotonic() - began
-        held = client.hlen("unacked")
+        held = client.hlen(layout.UNACKED_KEY)
         if held < n:
             raise BenchError(f"the raw worker holds {held} of {n} ETA messages")
         worker.raw.append((settled_rss(raw) - base["raw"]) / MB)
@@ -141,7 +142,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
         raw.kill()  # a warm shutdown would first push the held messages back to the queue
         env.retire(raw)
         env.retire(ours)
-        env.raw_redis().delete(RAW_MEMORY_QUEUE, "unacked", "unacked_index")
+        env.raw_redis().delete(RAW_MEMORY_QUEUE, layout.UNACKED_KEY, layout.UNACKED_INDEX_KEY)
     worker.note = (
         f"fresh prefork -c 2 workers, warmed with 20 tasks; RSS of main + pool processes; the "
         f"raw worker took {taken:.0f} s to take the {n:,} ETA messages "

@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from scheduler_app.api.fields import Text
 from scheduler_app.api.security import BEARER, require, token_claims
-from scheduler_app.services.principal import Role
+from scheduler_app.services.clients.principal import Role
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Authentication and clients")
 

@@ -9,26 +9,27 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from scheduler_app import limits as L
 from scheduler_app.api.fields import Text, UtcDateTime
 from scheduler_app.api.security import BEARER, require
 from scheduler_app.api.task_schemas import TaskSchema
-from scheduler_app.services.principal import Role
+from scheduler_app.services.clients.principal import Role
 
 blp = Blueprint("dlq", __name__, url_prefix="/api/v1/dlq", description="Dead-letter queue")
 
 
 class DeadLetterFilterSchema(Schema):
-    task = Text(validate=validate.Length(min=1, max=200))
-    queue = Text(validate=validate.Length(min=1, max=100))
-    error_type = Text(validate=validate.Length(min=1, max=200))
+    task = Text(validate=validate.Length(min=1, max=L.TASK_NAME_MAX))
+    queue = Text(validate=validate.Length(min=1, max=L.QUEUE_NAME_MAX))
+    error_type = Text(validate=validate.Length(min=1, max=L.ERROR_TYPE_MAX))
     since = UtcDateTime()
     before = UtcDateTime()
     replayed = fields.Boolean()
 
 
 class DeadLetterQuerySchema(DeadLetterFilterSchema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
-    cursor = Text(validate=validate.Length(min=1, max=200))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, L.PAGE_MAX))
+    cursor = Text(validate=validate.Length(min=1, max=L.CURSOR_MAX))
 
 
 class DeadLetterSchema(Schema):

@@ -16,10 +16,10 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from scheduler_app import limits as L
 from scheduler_app.api.fields import check_json_value
 from scheduler_app.models import Task
 
-MAX_DELAY = 366 * 86400
 _SIMPLE_KEYS = frozenset(
     {"task", "args", "kwargs", "queue", "priority", "delay", "timeout", "idempotency_key", "tags"}
 )
@@ -52,7 +52,7 @@ def load_task_body(data: Any) -> dict[str, Any] | None:
     if type(data) is not dict or not data.keys() <= _SIMPLE_KEYS:
         return None
     task = data.get("task")
-    if not _text(task, 200):
+    if not _text(task, L.TASK_NAME_MAX):
         return None
     out: dict[str, Any] = {"task": task}
     args = data.get("args", [])
@@ -64,29 +64,33 @@ def load_task_body(data: Any) -> dict[str, Any] | None:
     out["args"] = list(args)
     out["kwargs"] = dict(kwargs)
     if "queue" in data:
-        if not _text(data["queue"], 100):
+        if not _text(data["queue"], L.QUEUE_NAME_MAX):
             return None
         out["queue"] = data["queue"]
-    priority = data.get("priority", 5)
-    if type(priority) is not int or not 0 <= priority <= 9:
+    priority = data.get("priority", L.PRIORITY_DEFAULT)
+    if type(priority) is not int or not L.PRIORITY_MIN <= priority <= L.PRIORITY_MAX:
         return None
     out["priority"] = priority
     if "delay" in data:
         delay = data["delay"]
-        if not _number(delay) or not 0 <= delay <= MAX_DELAY:
+        if not _number(delay) or not 0 <= delay <= L.DELAY_MAX:
             return None
         out["delay"] = float(delay)
     if "timeout" in data:
         timeout = data["timeout"]
-        if not _number(timeout) or not 0 < timeout <= 86400:
+        if not _number(timeout) or not 0 < timeout <= L.TIMEOUT_MAX:
             return None
         out["timeout"] = float(timeout)
     if "idempotency_key" in data:
-        if not _text(data["idempotency_key"], 255):
+        if not _text(data["idempotency_key"], L.IDEMPOTENCY_KEY_MAX):
             return None
         out["idempotency_key"] = data["idempotency_key"]
     tags = data.get("tags", [])
-    if type(tags) is not list or len(tags) > 20 or not all(_text(tag, 100) for tag in tags):
+    if (
+        type(tags) is not list
+        or len(tags) > L.TAGS_MAX
+        or not all(_text(tag, L.TAG_MAX) for tag in tags)
+    ):
         return None
     out["tags"] = list(tags)
     return out

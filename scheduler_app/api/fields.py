@@ -8,7 +8,9 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-MAX_DEPTH = 64
+from scheduler_app import limits
+
+MAX_DEPTH = limits.JSON_DEPTH_MAX
 
 
 def check_json_value(value: Any, depth: int = 0) -> None:

@@ -13,7 +13,7 @@ from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, get_jwt, verify_jwt_in_request
 
 from scheduler_app.api.problems import problem
-from scheduler_app.services.principal import Principal, Role
+from scheduler_app.services.clients.principal import Principal, Role
 
 BEARER = [{"bearerAuth": []}]
 

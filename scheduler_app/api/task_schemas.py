@@ -5,18 +5,19 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from webargs.fields import DelimitedList
 
-from scheduler_app.api.fastpath import MAX_DELAY, load_task_body, present_task
+from scheduler_app import limits as L
+from scheduler_app.api.fastpath import load_task_body, present_task
 from scheduler_app.api.fields import JsonList, JsonObject, Text, UtcDateTime
 from scheduler_app.states import TaskStatus
 
-NAME = validate.Length(min=1, max=200)
+NAME = validate.Length(min=1, max=L.TASK_NAME_MAX)
 NOTIFY_EVENTS = ["succeeded", "failed", "cancelled"]
 
 
 class RetrySchema(Schema):
-    max_retries = fields.Integer(strict=True, validate=validate.Range(0, 100))
-    backoff = fields.Float(validate=validate.Range(0, 86400), allow_nan=False)
-    backoff_max = fields.Float(validate=validate.Range(0, 7 * 86400), allow_nan=False)
+    max_retries = fields.Integer(strict=True, validate=validate.Range(0, L.MAX_RETRIES_MAX))
+    backoff = fields.Float(validate=validate.Range(0, L.BACKOFF_MAX), allow_nan=False)
+    backoff_max = fields.Float(validate=validate.Range(0, L.BACKOFF_CAP_MAX), allow_nan=False)
     jitter = fields.Boolean()
 
     @validates_schema
@@ -43,27 +44,29 @@ class TaskCreateSchema(Schema):
     task = Text(required=True, validate=NAME, metadata={"example": "demo.echo"})
     args = JsonList(load_default=list)
     kwargs = JsonObject(load_default=dict)
-    queue = Text(validate=validate.Length(min=1, max=100))
+    queue = Text(validate=validate.Length(min=1, max=L.QUEUE_NAME_MAX))
     priority = fields.Integer(
         strict=True,
-        load_default=5,
-        validate=validate.Range(0, 9),
+        load_default=L.PRIORITY_DEFAULT,
+        validate=validate.Range(L.PRIORITY_MIN, L.PRIORITY_MAX),
         metadata={"description": "0..9, higher runs first"},
     )
     delay = fields.Float(
-        validate=validate.Range(0, MAX_DELAY),
+        validate=validate.Range(0, L.DELAY_MAX),
         allow_nan=False,
         metadata={"description": "seconds from now"},
     )
     run_at = UtcDateTime()
     retry = fields.Nested(RetrySchema)
-    timeout = fields.Float(validate=validate.Range(0, 86400, min_inclusive=False), allow_nan=False)
+    timeout = fields.Float(
+        validate=validate.Range(0, L.TIMEOUT_MAX, min_inclusive=False), allow_nan=False
+    )
     expires_at = UtcDateTime()
-    idempotency_key = Text(validate=validate.Length(min=1, max=255))
+    idempotency_key = Text(validate=validate.Length(min=1, max=L.IDEMPOTENCY_KEY_MAX))
     notify = fields.Nested(NotifySchema)
     tags = fields.List(
-        Text(validate=validate.Length(min=1, max=100)),
-        validate=validate.Length(max=20),
+        Text(validate=validate.Length(min=1, max=L.TAG_MAX)),
+        validate=validate.Length(max=L.TAGS_MAX),
         load_default=list,
     )
 
@@ -82,13 +85,15 @@ class TaskCreateSchema(Schema):
 
 class TaskBatchSchema(Schema):
     tasks = fields.List(
-        fields.Nested(TaskCreateSchema), required=True, validate=validate.Length(min=1, max=1000)
+        fields.Nested(TaskCreateSchema),
+        required=True,
+        validate=validate.Length(min=1, max=L.BATCH_MAX),
     )
 
     def load(self, data, *, many=None, partial=None, unknown=None):
         if not (many or self.many or partial or unknown) and type(data) is dict and len(data) == 1:
             bodies = data.get("tasks")
-            if type(bodies) is list and 0 < len(bodies) <= 1000:
+            if type(bodies) is list and 0 < len(bodies) <= L.BATCH_MAX:
                 fast = [load_task_body(body) for body in bodies]
                 if None not in fast:
                     return {"tasks": fast}
@@ -160,14 +165,14 @@ class TaskBatchResultSchema(Schema):
 class TaskQuerySchema(Schema):
     status = DelimitedList(fields.String(validate=validate.OneOf([s.value for s in TaskStatus])))
     task = Text(validate=NAME)
-    queue = Text(validate=validate.Length(min=1, max=100))
-    tag = Text(validate=validate.Length(min=1, max=100))
+    queue = Text(validate=validate.Length(min=1, max=L.QUEUE_NAME_MAX))
+    tag = Text(validate=validate.Length(min=1, max=L.TAG_MAX))
     workflow_id = fields.UUID()
     schedule_id = fields.UUID()
     created_after = UtcDateTime()
     created_before = UtcDateTime()
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
-    cursor = Text(validate=validate.Length(min=1, max=200))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, L.PAGE_MAX))
+    cursor = Text(validate=validate.Length(min=1, max=L.CURSOR_MAX))
 
 
 class EventSchema(Schema):

@@ -4,6 +4,7 @@ from scheduler_app.models.base import Base
 from scheduler_app.models.client import Client, RevokedToken
 from scheduler_app.models.counter import Counter
 from scheduler_app.models.dead_letter import DeadLetter
+from scheduler_app.models.outcome import TaskOutcome
 from scheduler_app.models.task import Run, Task, TaskEvent
 from scheduler_app.models.worker import WorkerInstance
 
@@ -16,5 +17,6 @@ __all__ = [
     "Run",
     "Task",
     "TaskEvent",
+    "TaskOutcome",
     "WorkerInstance",
 ]

@@ -85,7 +85,7 @@ def test_short_delay_runs_on_time_and_never_early(api, submitter, worker, schedu
 def test_long_delay_leaves_nothing_in_redis_and_runs_when_its_time_comes(
     app, api, submitter, settings, redis_server, worker, wait_status
 ):
-    from scheduler_app.services.promoter import promote_due
+    from scheduler_app.services.tasks.promoter import promote_due
 
     task = _submit(api, submitter, task="demo.echo", args=["later"], delay=3600)
     assert task["status"] == "scheduled"

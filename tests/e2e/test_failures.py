@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from scheduler_app.models import Run
-from scheduler_app.services.counters import CounterStore
-from scheduler_app.services.submission import dispatch_of
+from scheduler_app.services.broker.layout import UNACKED_KEY
+from scheduler_app.services.tasks.counters import CounterStore
+from scheduler_app.services.tasks.dispatches import dispatch_of
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -311,7 +312,7 @@ def test_eta_message_held_by_a_killed_worker_still_runs_soon_after_it_is_due(sta
     first = stack.worker("default", 1)
     key = uuid.uuid4().hex
     task = client.submit(task="test.count", kwargs={"key": key}, delay=2)
-    wait_until(lambda: stack.redis.client().hlen("unacked"), 10, message="the worker to hold it")
+    wait_until(lambda: stack.redis.client().hlen(UNACKED_KEY), 10, message="the worker to hold it")
     first.signal(signal.SIGKILL)
     stack.worker("default", 1)
     done = client.wait(task["id"], timeout=20)

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select
 
 from scheduler_app.models import DeadLetter
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.dead_letters import purge_older_than
+from scheduler_app.services.dead_letters.service import purge_older_than
 from tests.e2e.test_failures import Client
 
 pytestmark = pytest.mark.e2e

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from scheduler_app.ledger_connection import WORKER_APPLICATION_NAME
+from scheduler_app.services.ledger.connection import WORKER_APPLICATION_NAME
 from tests.e2e.test_failures import Client
 from tests.support import PG_ADMIN_DSN
 

@@ -245,7 +245,7 @@ def test_revocation_is_checked_in_the_ledger_while_redis_is_down(app, credential
     """With no Redis answering, a revoked token is still refused (and a valid one accepted)."""
     import redis as redis_lib
 
-    from scheduler_app.services.clients import ClientService
+    from scheduler_app.services.clients.service import ClientService
     from tests.support import free_port
 
     ext = app.extensions["scheduler"]

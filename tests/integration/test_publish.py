@@ -19,30 +19,27 @@ import pytest
 from celery import signals
 from celery._state import _task_stack
 
-from scheduler_app.celery_settings import to_broker_priority
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.dispatch import (
+from scheduler_app.services.broker.celery_config import to_broker_priority
+from scheduler_app.services.broker.dispatcher import (
     Dispatch,
     Dispatcher,
     direct_publish_blocker,
     hard_limit,
     make_producer_app,
 )
-from scheduler_app.services.messages import delivery_tags
+from scheduler_app.services.broker.layout import queue_keys
+from scheduler_app.services.broker.messages import delivery_tags
 from tests.support import free_port
 
 REFERENCE_DB = 7
 PER_MESSAGE = ("delivery_tag",)  # properties that differ between any two messages
 
 
-def _queue_keys(queue: str) -> list[str]:
-    return [queue] + [f"{queue}:{step}" for step in range(1, 10)]
-
-
 def _pushed(client, queue: str) -> dict[str, tuple[str, bytes]]:
     """Every message in the queue's lists: task id -> (list key, raw payload)."""
     found = {}
-    for key in _queue_keys(queue):
+    for key in queue_keys(queue):
         for raw in client.lrange(key, 0, -1):
             found[json.loads(raw)["headers"]["id"]] = (key, raw)
     return found
@@ -149,7 +146,7 @@ def queues(redis_server):
 
     yield queue_of
     for db in (0, REFERENCE_DB):
-        keys = [key for queue in used for key in _queue_keys(queue)]
+        keys = [key for queue in used for key in queue_keys(queue)]
         keys += [f"_kombu.binding.{queue}" for queue in used]
         redis_server.client(db).delete(*keys)
 

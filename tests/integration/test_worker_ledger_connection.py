@@ -12,12 +12,12 @@ import psycopg2
 import pytest
 from sqlalchemy import select
 
-from scheduler_app import ledger_connection
-from scheduler_app.ledger_connection import LedgerConnection, connect_kwargs
 from scheduler_app.models import Run, TaskEvent
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.execution import Executor
-from scheduler_app.services.transitions import CLAIM, SUCCEED, claim_attempt, succeed_attempt
+from scheduler_app.services.ledger import connection as ledger_connection
+from scheduler_app.services.ledger.connection import LedgerConnection, connect_kwargs
+from scheduler_app.services.ledger.transitions import CLAIM, SUCCEED, claim_attempt, succeed_attempt
+from scheduler_app.services.tasks.execution import Executor
 from scheduler_app.task_types import load_task_modules
 from tests import support
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_app.celery_settings import celery_config, to_broker_priority
 from scheduler_app.config import DEFAULT_SECRET, ConfigError, load_settings
+from scheduler_app.services.broker.celery_config import celery_config, to_broker_priority
 
 
 def test_environment_overrides_profile_and_defaults():

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError
 
-from scheduler_app.api.fastpath import MAX_DELAY, load_task_body, present_task
+from scheduler_app import limits as L
+from scheduler_app.api.fastpath import load_task_body, present_task
 from scheduler_app.api.task_schemas import TaskBatchSchema, TaskCreateSchema, TaskSchema
 from scheduler_app.models import Task
-from scheduler_app.services.submission import NewTask
+from scheduler_app.services.tasks.submission import NewTask
 
 
 def marshmallow_load(body):
@@ -39,20 +40,24 @@ json_value = st.recursive(
     ),
     max_leaves=8,
 )
+# Strings and numbers on each side of every bound the schemas hold (scheduler_app/limits.py).
+TEXT_BOUNDS = (L.QUEUE_NAME_MAX, L.TAG_MAX, L.TASK_NAME_MAX, L.IDEMPOTENCY_KEY_MAX)
+NUMBER_BOUNDS = (L.PRIORITY_MIN, L.PRIORITY_MAX, L.TIMEOUT_MAX, L.DELAY_MAX)
 texts = st.one_of(
     st.text(max_size=3),
-    st.text(min_size=98, max_size=102),
-    st.text(min_size=199, max_size=201),
-    st.text(min_size=254, max_size=256),
+    *(st.text(min_size=n - 1, max_size=n + 1) for n in TEXT_BOUNDS),
     st.sampled_from(["demo.echo", "", " ", "a\tb", "a\x1fb", "é.ü", "a\x7fb", "\u2028"]),
 )
 numbers = st.one_of(
     st.integers(-5, 12),
     st.integers(-(2**80), 2**80),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([0, 0.0, 9, 86400, 86400.0001, MAX_DELAY, MAX_DELAY + 1, -0.0, True, False]),
+    st.sampled_from(
+        [0, 0.0, -0.0, True, False]
+        + [v for n in NUMBER_BOUNDS for v in (*L.around(n), *L.around(float(n)))]
+    ),
 )
-values = st.one_of(texts, numbers, json_value, st.lists(texts, max_size=22))
+values = st.one_of(texts, numbers, json_value, st.lists(texts, max_size=L.TAGS_MAX + 2))
 SIMPLE_KEYS = ["task", "args", "kwargs", "queue", "priority", "delay", "timeout", "tags"]
 keys = st.sampled_from(
     [*SIMPLE_KEYS, "idempotency_key", "run_at", "retry", "notify", "expires_at", "unknown"]
@@ -67,7 +72,7 @@ bodies = st.one_of(
             "priority": numbers,
             "delay": numbers,
             "timeout": numbers,
-            "tags": st.lists(texts, max_size=22),
+            "tags": st.lists(texts, max_size=L.TAGS_MAX + 2),
             "queue": texts,
             "idempotency_key": texts,
         },
@@ -89,7 +94,7 @@ SIMPLE = [
     {"task": "demo.echo", "args": [1, "two", None, {"x": [1.5]}], "queue": "high"},
     {"task": "demo.sum", "kwargs": {"a": 1}, "priority": 0, "delay": 0, "tags": ["a", "b"]},
     {"task": "x.y", "priority": 9, "delay": 2.5, "timeout": 30, "idempotency_key": "k-1"},
-    {"task": "é.ü", "delay": MAX_DELAY, "timeout": 86400, "tags": ["t"] * 20},
+    {"task": "é.ü", "delay": L.DELAY_MAX, "timeout": L.TIMEOUT_MAX, "tags": ["t"] * L.TAGS_MAX},
 ]
 
 
@@ -111,7 +116,7 @@ def test_fast_load_takes_the_common_bodies(body):
         {"task": "demo.echo", "timeout": 0},
         {"task": "demo.echo", "args": ["\x00"]},
         {"task": "a\x01b"},
-        {"task": "demo.echo", "tags": ["t"] * 21},
+        {"task": "demo.echo", "tags": ["t"] * (L.TAGS_MAX + 1)},
         {"task": "demo.echo", "surprise": 1},
         {"task": "demo.echo", "run_at": "2030-01-01T00:00:00Z"},
     ],

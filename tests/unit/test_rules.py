@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from scheduler_app.services.backoff import retry_delay
-from scheduler_app.services.submission import request_hash
+from scheduler_app.services.tasks.backoff import retry_delay
+from scheduler_app.services.tasks.submission import request_hash
 from scheduler_app.states import ALLOWED_SOURCES, TERMINAL, TaskStatus
 from scheduler_app.task_types import load_task_modules
 

@@ -10,25 +10,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
-from scheduler_app.db import transaction
 from scheduler_app.models import Task
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.dispatch import Dispatch, Dispatcher
-from scheduler_app.services.submission import dispatch_of
-from scheduler_app.services.transitions import transition
+from scheduler_app.services.broker.dispatcher import Dispatch, Dispatcher
+from scheduler_app.services.ledger.transitions import transition
+from scheduler_app.services.ledger.unit import after_commit, unit_of_work
+from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.states import TaskStatus
 
 log = logging.getLogger(__name__)
-
-DISPATCH_COLUMNS = (
-    Task.task,
-    Task.queue,
-    Task.priority,
-    Task.run_at,
-    Task.timeout,
-    Task.request_id,
-    Task.attempts,
-)
 
 
 def promote_due(
@@ -46,7 +36,7 @@ def promote_due(
     """
     now = now or utcnow()
     horizon = now + timedelta(seconds=settings.lookahead_seconds)
-    with transaction(sessions) as session:
+    with unit_of_work(sessions) as session:
         due = session.execute(
             select(Task.id, Task.status)
             .where(
@@ -75,9 +65,10 @@ def promote_due(
                 update(Task)
                 .where(Task.id.in_(retrying), Task.status == TaskStatus.RETRYING.value)
                 .values(dispatched_at=now)
-                .returning(Task.id, *DISPATCH_COLUMNS)
+                .returning(*DISPATCH_COLUMNS)
             ).all()
-    dispatcher.publish(_on_real_clock(dispatch_of(row._mapping), now) for row in rows)
+        dispatches = [_on_real_clock(dispatch_of(row._mapping), now) for row in rows]
+        after_commit(session, lambda: dispatcher.publish(dispatches))
     return len(rows)
 
 
@@ -95,7 +86,7 @@ def expire_overdue(
     """Fail (with a dead letter) waiting tasks whose expires_at passed before they started."""
     now = now or utcnow()
     waiting = [TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RETRYING, TaskStatus.PENDING]
-    with transaction(sessions) as session:
+    with unit_of_work(sessions) as session:
         ids = session.scalars(
             select(Task.id)
             .where(

@@ -15,11 +15,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from scheduler_app.db import transaction
 from scheduler_app.errors import Unauthorized, ValidationFailed
 from scheduler_app.models import Client, RevokedToken
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.principal import Role
+from scheduler_app.services.clients.principal import Role
+from scheduler_app.services.ledger.unit import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ClientService:
             secret_hash=generate_password_hash(secret, method="pbkdf2:sha256:200000"),
             role=role,
         )
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             session.add(client)
         return client, secret
 
@@ -82,7 +82,7 @@ class ClientService:
 
     def revoke(self, jti: str, expires_at: datetime) -> None:
         """Refuse this token from now on (kept until it would have expired anyway)."""
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             session.execute(
                 insert(RevokedToken)
                 .values(jti=jti, expires_at=expires_at)

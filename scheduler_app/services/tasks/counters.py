@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler_app.db import transaction
 from scheduler_app.models import Counter
+from scheduler_app.services.ledger.unit import unit_of_work
 
 
 @dataclass
@@ -24,7 +24,7 @@ class CounterStore:
             .on_conflict_do_update(index_elements=[Counter.key], set_={"value": Counter.value + by})
             .returning(Counter.value)
         )
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             return int(session.scalar(stmt))
 
     def get(self, key: str) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import binascii
 import os
 import uuid
-from bisect import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,8 @@ from typing import Any
 
 from kombu.utils.json import dumps
 
-from scheduler_app.celery_settings import to_broker_priority
+from scheduler_app.services.broker.celery_config import to_broker_priority
+from scheduler_app.services.broker.layout import RedisLayout
 
 # Protocol 2 body: (args, kwargs, embed); our messages carry no callbacks, chains or chords.
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -66,47 +66,6 @@ class Dispatch:
 def hard_limit(timeout: float | None) -> float | None:
     """The hard time limit after the soft one: task code gets a moment to clean up."""
     return timeout + max(1.0, timeout * 0.1) if timeout else None
-
-
-@dataclass(frozen=True)
-class RedisLayout:
-    """How kombu's Redis channel stores a message, as read from a configured channel."""
-
-    sep: str
-    priority_steps: tuple[int, ...]
-    default_priority: int
-    min_priority: int
-    max_priority: int
-    body_encoding: str
-    delivery_mode: int  # kombu's value for Celery's task_default_delivery_mode
-
-    @classmethod
-    def of_channel(cls, channel: Any, delivery_mode: int) -> RedisLayout:
-        """The layout of a kombu ``transport.redis.Channel`` (transport options applied)."""
-        return cls(
-            sep=channel.sep,
-            priority_steps=tuple(channel.priority_steps),
-            default_priority=channel.default_priority,
-            min_priority=channel.min_priority,
-            max_priority=channel.max_priority,
-            body_encoding=channel.body_encoding,
-            delivery_mode=delivery_mode,
-        )
-
-    def message_priority(self, priority: int | None) -> int:
-        """``properties.priority`` as kombu's ``Channel.prepare_message`` sets it."""
-        return priority or self.default_priority
-
-    def list_key(self, queue: str, priority: int | None) -> str:
-        """The list kombu's ``_put`` pushes to (``_get_message_priority``, ``_q_for_pri``)."""
-        try:
-            pri = int(self.message_priority(priority))
-            pri = max(min(pri, self.max_priority), self.min_priority)
-        except (TypeError, ValueError):
-            pri = self.default_priority
-        steps = self.priority_steps
-        step = steps[bisect(steps, pri) - 1]
-        return f"{queue}{self.sep}{step}" if step else queue
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from scheduler_app.celery_settings import celery_config, to_broker_priority
 from scheduler_app.config import Settings
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.messages import (
+from scheduler_app.services.broker.celery_config import celery_config, to_broker_priority
+from scheduler_app.services.broker.messages import (
     Dispatch,
     MessageFactory,
     RedisLayout,

@@ -18,35 +18,20 @@ import redis
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler_app.celery_settings import PRIORITY_STEPS
 from scheduler_app.config import Settings
-from scheduler_app.db import transaction
 from scheduler_app.models import Task, TaskEvent
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.dispatch import Dispatcher
-from scheduler_app.services.execution import Executor
-from scheduler_app.services.submission import dispatch_of
-from scheduler_app.services.workers import WorkerRegistry
+from scheduler_app.services.broker.dispatcher import Dispatcher
+from scheduler_app.services.broker.layout import UNACKED_KEY, queue_keys
+from scheduler_app.services.ledger.unit import after_commit, unit_of_work
+from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
+from scheduler_app.services.tasks.execution import Executor
+from scheduler_app.services.workers.registry import WorkerRegistry
 from scheduler_app.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
 EPOCH_KEY = "scheduler:broker-epoch"
-UNACKED_KEY = "unacked"
-DISPATCH_COLUMNS = (
-    Task.id,
-    Task.task,
-    Task.queue,
-    Task.priority,
-    Task.run_at,
-    Task.timeout,
-    Task.request_id,
-)
-
-
-def queue_keys(queue: str) -> list[str]:
-    """The Redis lists kombu keeps for one queue, one per priority step."""
-    return [queue if step == 0 else f"{queue}:{step}" for step in PRIORITY_STEPS]
 
 
 def _message_key(raw: bytes) -> tuple[uuid.UUID, int | None] | None:
@@ -127,7 +112,7 @@ class Reconciler:
             now=now,
         )
         for attempt in lost:
-            outcome = self.executor.abandon(
+            result = self.executor.abandon(
                 attempt.task_id, attempt.attempt, attempt.worker, attempt.reason
             )
             log.warning(
@@ -136,7 +121,7 @@ class Reconciler:
                     "task_id": str(attempt.task_id),
                     "attempt": attempt.attempt,
                     "reason": attempt.reason,
-                    "outcome": outcome.status,
+                    "result": result.status,
                 },
             )
         return len(lost)
@@ -179,7 +164,7 @@ class Reconciler:
         return len(lost)
 
     def _republish(self, ids: set[uuid.UUID], now: datetime, why: str) -> None:
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             rows = session.execute(
                 update(Task)
                 .where(
@@ -187,7 +172,7 @@ class Reconciler:
                     Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
                 )
                 .values(dispatched_at=now)
-                .returning(*DISPATCH_COLUMNS, Task.status, Task.attempts)
+                .returning(*DISPATCH_COLUMNS, Task.status)
             ).all()
             if rows:
                 session.execute(
@@ -203,5 +188,9 @@ class Reconciler:
                         for r in rows
                     ],
                 )
-        sent = self.dispatcher.publish(dispatch_of(row._mapping) for row in rows)
+            dispatches = [dispatch_of(row._mapping) for row in rows]
+            after_commit(session, lambda: self._published(dispatches, why))
+
+    def _published(self, dispatches: list, why: str) -> None:
+        sent = self.dispatcher.publish(dispatches)
         log.warning("reconciler re-published tasks", extra={"count": sent, "reason": why})

@@ -11,17 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import psycopg2.errors
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
 from scheduler_app.errors import Conflict, ValidationFailed
-from scheduler_app.ledger_connection import PreparedStatement
 from scheduler_app.models import Task
-from scheduler_app.services.dispatch import Dispatch
-from scheduler_app.services.principal import Principal
+from scheduler_app.services.clients.principal import Principal
+from scheduler_app.services.ledger.connection import PreparedStatement, run_prepared
 from scheduler_app.states import TaskStatus
 from scheduler_app.task_types import TaskType
 
@@ -123,21 +121,6 @@ def build_row(
     }
 
 
-def dispatch_of(task: Task | Mapping[str, Any]) -> Dispatch:
-    """The broker message for a queued task."""
-    get = task.get if isinstance(task, Mapping) else lambda k: getattr(task, k)
-    return Dispatch(
-        id=get("id"),
-        task=get("task"),
-        queue=get("queue"),
-        priority=get("priority"),
-        eta=get("run_at"),
-        timeout=get("timeout"),
-        request_id=get("request_id"),
-        attempt=(get("attempts") or 0) + 1,
-    )
-
-
 class NewTask(dict):
     """A task row this request inserted: a dict whose keys also read as attributes, like ``Task``.
 
@@ -210,6 +193,15 @@ SUBMIT = PreparedStatement(
 )
 
 
+def _prepared_on(connection: Any) -> dict[str, int]:
+    """The record of statements prepared on a pooled connection's current backend."""
+    backend = connection.dbapi_connection.get_backend_pid()  # no round trip: libpq knows it
+    if connection.info.get("prepared_backend") != backend:
+        connection.info["prepared_backend"] = backend
+        connection.info["prepared"] = {}
+    return connection.info["prepared"]
+
+
 def insert_keyless(engine: Engine, rows: Sequence[dict[str, Any]]) -> list[Accepted]:
     """Insert and commit rows that carry no idempotency key, with their creation events."""
     if not rows:
@@ -220,17 +212,7 @@ def insert_keyless(engine: Engine, rows: Sequence[dict[str, Any]]) -> list[Accep
     dbapi = connection.dbapi_connection
     try:
         dbapi.autocommit = True
-        with dbapi.cursor() as cursor:
-            backend = dbapi.get_backend_pid()  # no round trip: libpq knows it
-            if connection.info.get(SUBMIT.name) != backend:
-                cursor.execute(SUBMIT.prepare_sql)
-                connection.info[SUBMIT.name] = backend
-            try:
-                cursor.execute(SUBMIT.execute_sql, (payload,))
-            except psycopg2.errors.InvalidSqlStatementName:  # e.g. DEALLOCATE ALL by a proxy
-                cursor.execute(SUBMIT.prepare_sql)
-                cursor.execute(SUBMIT.execute_sql, (payload,))
-            inserted = cursor.rowcount
+        inserted = len(run_prepared(dbapi, _prepared_on(connection), SUBMIT, (payload,)))
     except dialect.loaded_dbapi.Error as exc:
         gone = dialect.is_disconnect(exc, dbapi, None)
         if gone:

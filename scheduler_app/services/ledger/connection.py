@@ -65,6 +65,45 @@ def connect_kwargs(database_url: str) -> dict[str, Any]:
     return kwargs
 
 
+def run_prepared(
+    conn: Any, uses: dict[str, int], statement: PreparedStatement, params: Sequence[Any]
+) -> list[tuple]:
+    """Execute ``statement`` on an autocommit DBAPI connection, preparing it where needed.
+
+    ``uses`` is the connection's record of what it prepared (name -> executions since). The one
+    recovery policy for every prepared statement of the ledger: prepared again after
+    ``REPREPARE_EVERY`` uses (fresh plans as tables grow), after the session lost its
+    statements (``DISCARD ALL``/``DEALLOCATE ALL``, e.g. by a pooler), and after a migration
+    changed a table under it ("cached plan must not change result type"; nothing ran, the
+    statement is its own transaction).
+    """
+    try:
+        return _execute(conn, uses, statement, params)
+    except psycopg2.errors.InvalidSqlStatementName:
+        uses.clear()
+        return _execute(conn, uses, statement, params)
+    except psycopg2.errors.FeatureNotSupported:
+        uses.pop(statement.name, None)
+        with conn.cursor() as cur:
+            cur.execute(f"DEALLOCATE {statement.name}")
+        return _execute(conn, uses, statement, params)
+
+
+def _execute(
+    conn: Any, uses: dict[str, int], statement: PreparedStatement, params: Sequence[Any]
+) -> list[tuple]:
+    with conn.cursor() as cur:
+        count = uses.get(statement.name)
+        if count is None or count >= REPREPARE_EVERY:
+            if count is not None:
+                cur.execute(f"DEALLOCATE {statement.name}")
+            cur.execute(statement.prepare_sql)
+            count = 0
+        uses[statement.name] = count + 1
+        cur.execute(statement.execute_sql, params)
+        return cur.fetchall() if cur.description is not None else []
+
+
 class _Link(threading.local):
     """A thread's connection, the process that opened it, and its prepared statements' uses."""
 
@@ -102,23 +141,14 @@ class LedgerConnection:
         changes nothing and returns no row.
         """
         try:
-            return self._run(statement, params)
-        except psycopg2.errors.InvalidSqlStatementName:
-            # The session lost its prepared statements (DISCARD ALL, DEALLOCATE ALL).
-            self._link.uses.clear()
-            return self._run(statement, params)
+            return run_prepared(self._connection(), self._link.uses, statement, params)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
             conn = self._link.conn
             if conn is not None and not conn.closed:
                 raise  # the statement failed, not the connection
             log.warning("ledger connection lost; reconnecting", exc_info=True)
             self._drop()
-            return self._run(statement, params)
-        except psycopg2.errors.FeatureNotSupported:
-            # "cached plan must not change result type": a migration altered a table under a
-            # prepared statement. Prepare it again (nothing ran: autocommit rolled it back).
-            self._deallocate(statement)
-            return self._run(statement, params)
+            return run_prepared(self._connection(), self._link.uses, statement, params)
 
     def close(self) -> None:
         """Close this thread's connection if this process opened it."""
@@ -135,25 +165,6 @@ class LedgerConnection:
             conn.autocommit = True
             link.conn, link.pid = conn, os.getpid()
         return link.conn
-
-    def _run(self, statement: PreparedStatement, params: Sequence[Any]) -> list[tuple]:
-        conn = self._connection()
-        uses = self._link.uses
-        with conn.cursor() as cur:
-            count = uses.get(statement.name)
-            if count is None or count >= REPREPARE_EVERY:
-                if count is not None:
-                    cur.execute(f"DEALLOCATE {statement.name}")
-                cur.execute(statement.prepare_sql)
-                count = 0
-            uses[statement.name] = count + 1
-            cur.execute(statement.execute_sql, params)
-            return cur.fetchall() if cur.description is not None else []
-
-    def _deallocate(self, statement: PreparedStatement) -> None:
-        self._link.uses.pop(statement.name, None)
-        with self._connection().cursor() as cur:
-            cur.execute(f"DEALLOCATE {statement.name}")
 
     def _drop(self) -> None:
         link = self._link

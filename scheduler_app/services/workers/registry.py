@@ -11,9 +11,9 @@ from sqlalchemy import and_, any_, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler_app.db import transaction
 from scheduler_app.models import Run, Task, WorkerInstance
 from scheduler_app.models.base import utcnow
+from scheduler_app.services.ledger.unit import unit_of_work
 from scheduler_app.states import TaskStatus
 
 
@@ -34,7 +34,7 @@ class WorkerRegistry:
     ) -> None:
         """Record a worker instance as started (one row per process start)."""
         now = utcnow()
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             session.execute(
                 insert(WorkerInstance)
                 .values(
@@ -51,7 +51,7 @@ class WorkerRegistry:
 
     def beat(self, instance: uuid.UUID, active: Sequence[uuid.UUID], processed: int) -> None:
         """Heartbeat: the instance lives and runs exactly these ledger tasks right now."""
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             session.execute(
                 update(WorkerInstance)
                 .where(WorkerInstance.id == instance)
@@ -59,7 +59,7 @@ class WorkerRegistry:
             )
 
     def stopped(self, instance: uuid.UUID) -> None:
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             session.execute(
                 update(WorkerInstance)
                 .where(WorkerInstance.id == instance)

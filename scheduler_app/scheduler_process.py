@@ -1,4 +1,9 @@
-"""The scheduler process: releases delayed tasks and re-publishes lost ones, in one loop."""
+"""The scheduler process: releases delayed tasks, re-publishes lost ones, and hands outcomes
+whose process died before it could to their consumers, in one loop.
+
+Not to be confused with *schedules* (recurring firings, ``services/schedules``) or the
+``scheduled`` task state.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ from sqlalchemy import text
 
 from scheduler_app.config import Settings
 from scheduler_app.db import make_engine, make_session_factory
-from scheduler_app.services.dead_letters import purge_older_than
-from scheduler_app.services.dispatch import Dispatcher, make_producer_app
-from scheduler_app.services.promoter import expire_overdue, promote_due
-from scheduler_app.services.reconciler import Reconciler
+from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_app
+from scheduler_app.services.broker.reconciler import Reconciler
+from scheduler_app.services.dead_letters.service import purge_older_than
+from scheduler_app.services.ledger.outcomes import SEAM
+from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
+from scheduler_app.task_types import load_task_modules
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,7 @@ class Scheduler:
         self.dispatcher = Dispatcher(make_producer_app(settings))
         self.broker = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
         self.reconciler = Reconciler(self.sessions, self.dispatcher, self.broker, settings)
+        load_task_modules(settings.task_modules)  # they may register outcome consumers
         self.stopping = threading.Event()
 
     def promote(self) -> int:
@@ -39,6 +47,10 @@ class Scheduler:
         return promote_due(self.sessions, self.dispatcher, self.settings) + expire_overdue(
             self.sessions
         )
+
+    def sweep_outcomes(self) -> int:
+        """Hand outcomes left behind (their process died after the commit) to their consumers."""
+        return SEAM.drain(self.sessions)
 
     def reconcile(self) -> int:
         """One reconciler pass, if this process holds the reconciler lock."""
@@ -58,6 +70,7 @@ class Scheduler:
         """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
         jobs: list[tuple[Callable[[], int], float]] = [
             (self.promote, self.settings.promoter_interval),
+            (self.sweep_outcomes, self.settings.promoter_interval),
             (self.reconcile, self.settings.reconciler_interval),
             (self.retain, RETENTION_INTERVAL),
         ]

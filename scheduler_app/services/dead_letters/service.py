@@ -1,6 +1,6 @@
 """The dead-letter queue: inspect, replay and purge terminal failures kept in Postgres.
 
-Dead letters are written by :func:`scheduler_app.services.transitions.transition` in the same
+Dead letters are written by :func:`scheduler_app.services.ledger.transitions.transition` in the same
 statement that moves a task to ``failed``, so none is ever missing or doubled.
 """
 
@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler_app.db import transaction
 from scheduler_app.errors import Conflict, NotFound
 from scheduler_app.models import DeadLetter, Task
 from scheduler_app.models.base import utcnow
+from scheduler_app.services.clients.principal import Principal, Role
+from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.pagination import keyset_page
-from scheduler_app.services.principal import Principal, Role
-from scheduler_app.services.submission import insert_tasks
-from scheduler_app.services.tasks import TaskService
+from scheduler_app.services.tasks.service import TaskService
+from scheduler_app.services.tasks.submission import insert_tasks
 
 MAX_BULK = 10_000
 
@@ -115,7 +115,7 @@ class DeadLetterService:
 
     def delete(self, dead_letter_id: uuid.UUID) -> None:
         """Remove one dead letter; raises NotFound."""
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             gone = session.execute(
                 delete(DeadLetter).where(DeadLetter.id == dead_letter_id).returning(DeadLetter.id)
             ).first()
@@ -125,7 +125,7 @@ class DeadLetterService:
     def purge(self, filters: Mapping[str, Any]) -> int:
         """Remove every dead letter matching the filter; return how many."""
         ids = _filtered(select(DeadLetter.id), filters).scalar_subquery()
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             return len(
                 session.execute(
                     delete(DeadLetter).where(DeadLetter.id.in_(ids)).returning(DeadLetter.id)
@@ -146,7 +146,7 @@ class DeadLetterService:
                 .where(DeadLetter.id.in_(ids), DeadLetter.replayed_task_id.is_(None))
             ).all()
         accepted_all = []
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             for dead_id, task in originals:
                 owner = Principal(task.owner_id, Role.SUBMITTER)
                 rows = self.tasks.prepare(owner, [replay_body(task)], request_id=request_id)
@@ -159,7 +159,7 @@ class DeadLetterService:
                 if claimed is None:
                     continue
                 accepted_all += insert_tasks(session, rows)
-        self.tasks.publish(accepted_all)
+            after_commit(session, lambda: self.tasks.publish(accepted_all))
         return ReplayResult(len(accepted_all), [a.task for a in accepted_all])
 
 
@@ -182,7 +182,7 @@ def purge_older_than(
 ) -> int:
     """Retention: remove dead letters that failed more than ``days`` ago; return how many."""
     cutoff = (now or utcnow()) - timedelta(days=days)
-    with transaction(sessions) as session:
+    with unit_of_work(sessions) as session:
         return len(
             session.execute(
                 delete(DeadLetter).where(DeadLetter.failed_at < cutoff).returning(DeadLetter.id)

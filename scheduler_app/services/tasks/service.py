@@ -12,21 +12,21 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
-from scheduler_app.db import transaction
 from scheduler_app.errors import Conflict, NotFound, ValidationFailed
 from scheduler_app.models import Task, TaskEvent
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.dispatch import Dispatcher
+from scheduler_app.services.broker.dispatcher import Dispatcher
+from scheduler_app.services.clients.principal import Principal
+from scheduler_app.services.ledger.transitions import transition
+from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.pagination import keyset_page
-from scheduler_app.services.principal import Principal
-from scheduler_app.services.submission import (
+from scheduler_app.services.tasks.dispatches import dispatch_of
+from scheduler_app.services.tasks.submission import (
     Accepted,
     build_row,
-    dispatch_of,
     insert_keyless,
     insert_tasks,
 )
-from scheduler_app.services.transitions import transition
 from scheduler_app.states import TaskStatus
 from scheduler_app.task_types import TaskType
 
@@ -56,12 +56,13 @@ class TaskService:
         Raises ValidationFailed (naming ``tasks.N.field`` in a batch) or Conflict (idempotency).
         """
         rows = self.prepare(principal, bodies, request_id=request_id, extra=extra, batch=batch)
-        engine = self.sessions.kw["bind"]
         if any(row["idempotency_key"] for row in rows):
-            with engine.begin() as connection:
-                accepted = insert_tasks(connection, rows)
-        else:
-            accepted = insert_keyless(engine, rows)
+            with unit_of_work(self.sessions) as session:
+                accepted = insert_tasks(session, rows)
+                after_commit(session, lambda: self.publish(accepted))
+            return accepted
+        # One autocommit statement: it has committed when it returns.
+        accepted = insert_keyless(self.sessions.kw["bind"], rows)
         self.publish(accepted)
         return accepted
 
@@ -151,7 +152,7 @@ class TaskService:
 
         Raises NotFound, or Conflict when the task is already terminal.
         """
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             task = self._visible(session, principal, task_id)
             was = task.status
             moved = transition(
@@ -164,10 +165,8 @@ class TaskService:
             )
             if not moved:
                 raise Conflict(f"task is already {task.status}")
-        if was == TaskStatus.RUNNING:
-            self.dispatcher.revoke(task_id, terminate=True)
-        else:
-            self.dispatcher.revoke(task_id, terminate=False)
+            terminate = was == TaskStatus.RUNNING
+            after_commit(session, lambda: self.dispatcher.revoke(task_id, terminate=terminate))
         return self.get(principal, task_id)
 
     def _visible(self, session: Session, principal: Principal, task_id: uuid.UUID) -> Task:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler_app.config import Settings
+from scheduler_app.services.broker.layout import PRIORITY_STEPS, SEP
 
 # DESIGN: API priority 0..9 with 9 first; Celery on Redis pops priority 0 first.
-PRIORITY_STEPS = list(range(10))
 
 
 def to_broker_priority(priority: int) -> int:
@@ -39,8 +39,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
-            "priority_steps": PRIORITY_STEPS,
-            "sep": ":",
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": SEP,
             "queue_order_strategy": "priority",
         },
         "broker_connection_retry_on_startup": True,

@@ -19,14 +19,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
-from scheduler_app.db import transaction
-from scheduler_app.ledger_connection import LedgerConnection
 from scheduler_app.models import Task
 from scheduler_app.models.base import utcnow
-from scheduler_app.services.backoff import retry_delay
-from scheduler_app.services.counters import CounterStore
-from scheduler_app.services.dispatch import Dispatch, Dispatcher
-from scheduler_app.services.transitions import claim_attempt, succeed_attempt, transition
+from scheduler_app.services.broker.dispatcher import Dispatch, Dispatcher
+from scheduler_app.services.ledger.connection import LedgerConnection
+from scheduler_app.services.ledger.transitions import claim_attempt, succeed_attempt, transition
+from scheduler_app.services.ledger.unit import after_commit, unit_of_work
+from scheduler_app.services.tasks.backoff import retry_delay
+from scheduler_app.services.tasks.counters import CounterStore
+from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.states import TaskStatus
 from scheduler_app.task_types import TaskContext, TaskType
 
@@ -56,7 +57,9 @@ class WorkerLostError(Exception):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AttemptResult:
+    """What became of one delivery of a task to this worker (not the task's outcome)."""
+
     status: str  # skipped | succeeded | retrying | failed | discarded
     retry_in: float | None = None
 
@@ -106,7 +109,7 @@ class Executor:
         *,
         attempt: int | None = None,
         timeout_error: tuple[type[BaseException], ...] = (),
-    ) -> Outcome:
+    ) -> AttemptResult:
         """Run one attempt of the task if it is claimable; return what became of it.
 
         ``attempt`` is the attempt the message was published for: a stale message (one that
@@ -115,7 +118,7 @@ class Executor:
         tid = uuid.UUID(task_id)
         claimed = self._claim(tid, worker, attempt)
         if claimed is None:
-            return Outcome("skipped")
+            return AttemptResult("skipped")
         attempt = claimed.attempts
         ttype = self.types.get(claimed.task)
         if ttype is None:
@@ -143,18 +146,20 @@ class Executor:
             )
         return self._succeeded(tid, attempt, worker, result)
 
-    def abandon(self, tid: uuid.UUID, attempt: int, worker: str | None, reason: str) -> Outcome:
+    def abandon(
+        self, tid: uuid.UUID, attempt: int, worker: str | None, reason: str
+    ) -> AttemptResult:
         """Count a running attempt whose worker is gone as failed: retry it or dead-letter it."""
         with self.sessions() as session:
             spec = session.execute(
                 select(*SPEC_COLUMNS).where(Task.id == tid, Task.attempts == attempt)
             ).first()
         if spec is None:
-            return Outcome("skipped")
+            return AttemptResult("skipped")
         exc = WorkerLostError(f"attempt {attempt} was lost: {reason}")
         return self._failed(tid, attempt, worker or "?", exc, permanent=False, spec=spec)
 
-    def timed_out(self, tid: uuid.UUID, worker: str) -> Outcome:
+    def timed_out(self, tid: uuid.UUID, worker: str) -> AttemptResult:
         """The pool killed an attempt at its hard time limit: count it as a timed-out attempt."""
         with self.sessions() as session:
             spec = session.execute(
@@ -163,26 +168,26 @@ class Executor:
                 )
             ).first()
         if spec is None:
-            return Outcome("skipped")
+            return AttemptResult("skipped")
         exc = AttemptTimeout(
             f"attempt {spec.attempts} exceeded its timeout of {spec.timeout}s and was killed"
         )
         return self._failed(tid, spec.attempts, worker, exc, permanent=False, spec=spec)
 
-    def reject(self, tid: uuid.UUID, worker: str, error_type: str, message: str) -> Outcome:
+    def reject(self, tid: uuid.UUID, worker: str, error_type: str, message: str) -> AttemptResult:
         """Fail a waiting task that this worker can never run (e.g. an unknown task type)."""
         now = utcnow()
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             moved = transition(
                 session,
                 tid,
                 TaskStatus.FAILED,
                 values={"finished_at": now, "error_type": error_type, "error_message": message},
-                where=[Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value])],
+                only_from=(TaskStatus.QUEUED, TaskStatus.RETRYING),
                 worker=worker,
                 detail=f"{error_type}: {message}",
             )
-        return Outcome("failed" if moved else "skipped")
+        return AttemptResult("failed" if moved else "skipped")
 
     def _claim(self, tid: uuid.UUID, worker: str, attempt: int | None = None) -> Any:
         now = utcnow()
@@ -193,7 +198,7 @@ class Executor:
             return claimed
         # Not claimable: a duplicate or stale message, a cancelled task, or an expired one,
         # which fails here so that it does not wait for the reconciler.
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             expired = transition(
                 session,
                 tid,
@@ -203,10 +208,8 @@ class Executor:
                     "error_type": "Expired",
                     "error_message": "the task was not started before its expires_at",
                 },
-                where=[
-                    Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
-                    Task.expires_at <= now,
-                ],
+                only_from=(TaskStatus.QUEUED, TaskStatus.RETRYING),
+                expired_by=now,
                 worker=worker,
                 detail="expired before it could start",
             )
@@ -214,12 +217,14 @@ class Executor:
             log.info("task expired before start", extra={"task_id": str(tid)})
         return None
 
-    def _succeeded(self, tid: uuid.UUID, attempt: int, worker: str, result: Any) -> Outcome:
+    def _succeeded(self, tid: uuid.UUID, attempt: int, worker: str, result: Any) -> AttemptResult:
         value = _result_json(result, self.settings.result_max_bytes)
         now = utcnow()
-        moved = succeed_attempt(self.ledger, tid, attempt, worker=worker, now=now, result=value)
+        moved = succeed_attempt(
+            self.ledger, tid, attempt, worker=worker, now=now, result=value, sessions=self.sessions
+        )
         # Not moved: cancelled meanwhile, or the attempt was declared lost and retried.
-        return Outcome("succeeded" if moved else "discarded")
+        return AttemptResult("succeeded" if moved else "discarded")
 
     def _failed(
         self,
@@ -230,7 +235,7 @@ class Executor:
         *,
         permanent: bool,
         spec: Any = None,
-    ) -> Outcome:
+    ) -> AttemptResult:
         now = utcnow()
         kind, message = _error_text(exc)
         trace = "".join(traceback.format_exception(exc))[-16000:]
@@ -245,7 +250,7 @@ class Executor:
             "traceback": trace,
             "retry_delay": retry_in,
         }
-        with transaction(self.sessions) as session:
+        with unit_of_work(self.sessions) as session:
             if retry_in is not None:
                 run_at = now + timedelta(seconds=retry_in)
                 soon = retry_in <= self.settings.lookahead_seconds
@@ -259,41 +264,36 @@ class Executor:
                         "error_message": message,
                         "dispatched_at": now if soon else None,
                     },
-                    where=[Task.attempts == attempt],
+                    attempt=attempt,
                     worker=worker,
                     detail=f"{kind}: {message} (next attempt in {retry_in:.3f}s)",
                     run=run,
                 )
+                if moved and soon:
+                    retry = _retry_dispatch(tid, spec, run_at, attempt)
+                    after_commit(session, lambda: self.dispatcher.publish([retry]))
             else:
                 moved = transition(
                     session,
                     tid,
                     TaskStatus.FAILED,
                     values={"finished_at": now, "error_type": kind, "error_message": message},
-                    where=[Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value],
+                    attempt=attempt,
+                    only_from=(TaskStatus.RUNNING,),
                     worker=worker,
                     detail=f"{kind}: {message}",
                     traceback=trace,
                     run=run,
                 )
         if not moved:
-            return Outcome("discarded")
+            return AttemptResult("discarded")
         if retry_in is None:
             log.info("task failed", extra={"task_id": str(tid), "error_type": kind})
-            return Outcome("failed")
-        if retry_in <= self.settings.lookahead_seconds:
-            self.dispatcher.publish([_retry_dispatch(tid, spec, run_at, attempt)])
-        return Outcome("retrying", retry_in)
+            return AttemptResult("failed")
+        return AttemptResult("retrying", retry_in)
 
 
 def _retry_dispatch(tid: uuid.UUID, spec: Any, run_at: datetime, attempt: int) -> Dispatch:
-    return Dispatch(
-        id=tid,
-        task=spec.task,
-        queue=spec.queue,
-        priority=spec.priority,
-        eta=run_at,
-        timeout=spec.timeout,
-        request_id=spec.request_id,
-        attempt=attempt + 1,
-    )
+    """The message of the next attempt, built like every other dispatch."""
+    row = {column.key: getattr(spec, column.key, None) for column in DISPATCH_COLUMNS}
+    return dispatch_of({**row, "id": tid, "run_at": run_at, "attempts": attempt})

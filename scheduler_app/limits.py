@@ -1,0 +1,31 @@
+"""Every bound a submission is held to, in one place.
+
+The marshmallow schemas (and so the OpenAPI document), the schemas' fast path
+(``api/fastpath.py``) and the tests' generated edge cases all read these names; a bound changed
+here changes everywhere at once.
+"""
+
+from __future__ import annotations
+
+TASK_NAME_MAX = 200  # characters of a task type name
+QUEUE_NAME_MAX = 100
+TAG_MAX = 100  # characters of one tag
+TAGS_MAX = 20  # tags on one task
+IDEMPOTENCY_KEY_MAX = 255
+PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
+DELAY_MAX = 366 * 86400  # seconds
+TIMEOUT_MAX = 86400  # seconds; a timeout is > 0
+JSON_DEPTH_MAX = 64  # nesting of args, kwargs and results
+MAX_RETRIES_MAX = 100
+BACKOFF_MAX = 86400  # seconds of the first retry delay
+BACKOFF_CAP_MAX = 7 * 86400  # seconds of the longest retry delay
+BATCH_MAX = 1000  # tasks in one batch
+PAGE_MAX = 1000  # items in one page of a list
+CURSOR_MAX = 200  # characters of a list cursor
+ERROR_TYPE_MAX = 200
+
+
+def around(bound: int | float) -> list[int | float]:
+    """The values a test of ``bound`` must try: just below, on, and just above it."""
+    step = 1 if isinstance(bound, int) else bound * 1e-9 or 1e-9
+    return [bound - step, bound, bound + step]

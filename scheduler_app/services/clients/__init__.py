@@ -1,0 +1,1 @@
+"""API clients: credentials, roles, and the principal a request acts as."""

@@ -1,0 +1,351 @@
+"""The one way a task changes state: a guarded UPDATE and everything written beside it.
+
+Every move is built by :func:`move_sql` from one definition: the UPDATE of ``tasks`` guarded by
+the allowed sources (``states.ALLOWED_SOURCES``), its timeline event, the run it starts or
+closes, the dead letter of a failure, and the outcome of a terminal move (``ledger.outcomes``),
+all in one statement, so none of them can be written without the others. The worker's claim
+and success are the same builder's output with positional parameters, prepared once per
+connection; the rarer moves (failure, cancel, expiry, release) run through a session.
+
+Nothing outside this package changes ``tasks.status`` (tests/unit/test_ledger_seam.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler_app.services.ledger.connection import LedgerConnection, PreparedStatement
+from scheduler_app.services.ledger.outcomes import SEAM, OutcomeSeam
+from scheduler_app.services.ledger.unit import after_commit
+from scheduler_app.states import ALLOWED_SOURCES, TaskStatus
+
+# What a dead letter copies from the failed task.
+DEAD_LETTER_COLUMNS = (
+    "owner_id",
+    "task",
+    "args",
+    "kwargs",
+    "queue",
+    "error_type",
+    "error_message",
+)
+
+
+def _sources(to: TaskStatus, only_from: Iterable[TaskStatus] | None = None) -> str:
+    allowed = ALLOWED_SOURCES[to]
+    if only_from is not None:
+        allowed = allowed & frozenset(only_from)
+    return ", ".join(f"'{s.value}'" for s in sorted(allowed)) or "NULL"
+
+
+@dataclass(frozen=True)
+class Move:
+    """One guarded state change, as SQL expressions (parameters are the caller's style).
+
+    ``rows`` picks the tasks (``id = $1``); ``set`` and ``guards`` add to the UPDATE; ``run``
+    starts the attempt's run (a move to running) or closes it with these columns (any other
+    move); ``run_rows`` finds the run to close.
+    """
+
+    to: TaskStatus
+    rows: str
+    set: tuple[tuple[str, str], ...] = ()
+    guards: tuple[str, ...] = ()
+    only_from: frozenset[TaskStatus] | None = None
+    returning: tuple[str, ...] = ()
+    worker: str = "NULL"
+    detail: str = "NULL"
+    run: tuple[tuple[str, str], ...] | None = None
+    run_rows: str = "runs.task_id = moved.id AND runs.attempt = moved.attempts"
+    traceback: str = "NULL"
+
+    def sql(self, seam: OutcomeSeam = SEAM) -> str:
+        """The statement: returns ``id, attempts, *returning`` and, if terminal, ``outcome_id``."""
+        to = self.to
+        selected = list(dict.fromkeys(["id", "attempts", *self.returning]))
+        returned = list(selected)
+        if to is TaskStatus.FAILED:
+            returned += DEAD_LETTER_COLUMNS
+        record = seam.record_sql(to) if to.terminal else None
+        if record is not None:
+            returned += seam.columns()
+        sets = ", ".join([f"status = '{to.value}'", *(f"{c} = {e}" for c, e in self.set)])
+        # "(...) IS TRUE": a prepared plan may not turn the guard into a scan of the status index
+        guard = f"(status IN ({_sources(to, self.only_from)})) IS TRUE"
+        where = " AND ".join([self.rows, guard, *self.guards])
+        ctes = [
+            f"moved AS (\n    UPDATE tasks SET {sets}\n    WHERE {where}\n"
+            f"    RETURNING {', '.join(dict.fromkeys(returned))}\n)",
+            "event AS (\n    INSERT INTO task_events"
+            " (task_id, at, status, attempt, worker, detail)\n"
+            f"    SELECT id, clock_timestamp(), '{to.value}', attempts, {self.worker}, "
+            f"{self.detail} FROM moved\n)",
+        ]
+        if self.run is not None:
+            ctes.append(self._run_sql())
+        if to is TaskStatus.FAILED:
+            ctes.append(
+                "dead_letter AS (\n    INSERT INTO dead_letters (id, task_id, "
+                f"{', '.join(DEAD_LETTER_COLUMNS)}, traceback, attempts, worker, failed_at)\n"
+                f"    SELECT gen_random_uuid(), id, {', '.join(DEAD_LETTER_COLUMNS)}, "
+                f"{self.traceback}, attempts, {self.worker}, clock_timestamp() FROM moved\n"
+                "    ON CONFLICT (task_id) DO NOTHING\n)"
+            )
+        columns = ", ".join(f"moved.{c}" for c in selected)
+        if record is not None:
+            ctes.append(record)
+            tail = (
+                f"SELECT {columns}, outcome.id AS outcome_id FROM moved\n"
+                "LEFT JOIN outcome ON outcome.task_id = moved.id"
+            )
+        elif to.terminal:
+            tail = f"SELECT {columns}, NULL::bigint AS outcome_id FROM moved"
+        else:
+            tail = f"SELECT {columns} FROM moved"
+        return "WITH " + ",\n".join(ctes) + "\n" + tail
+
+    def _run_sql(self) -> str:
+        run = dict(self.run or ())
+        if self.to is TaskStatus.RUNNING:
+            names = ", ".join(["task_id", "attempt", *run])
+            values = ", ".join(["id", "attempts", *run.values()])
+            return f"run AS (\n    INSERT INTO runs ({names})\n    SELECT {values} FROM moved\n)"
+        sets = ", ".join(f"{c} = {e}" for c, e in run.items())
+        return (
+            f"run AS (\n    UPDATE runs SET {sets} FROM moved\n"
+            f"    WHERE {self.run_rows} AND runs.finished_at IS NULL\n"
+            "      AND runs.task_id = moved.id\n)"
+        )
+
+
+def transition(
+    session: Session,
+    task_ids: uuid.UUID | Iterable[uuid.UUID],
+    to: TaskStatus,
+    *,
+    values: Mapping[str, Any] | None = None,
+    only_from: Iterable[TaskStatus] | None = None,
+    attempt: int | None = None,
+    expired_by: datetime | None = None,
+    worker: str | None = None,
+    detail: str | None = None,
+    returning: Sequence[Any] = (),
+    traceback: str | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """Move the given tasks to ``to`` where their current state allows it; return the moved rows.
+
+    The guard carries the allowed sources (narrowed by ``only_from``; ``attempt`` and
+    ``expired_by`` add "this attempt" and "expired by then"), so a task already terminal, or
+    moved by someone else in between, is simply not returned: callers treat an empty result as
+    "not applicable". A move to ``failed`` writes the task's dead letter in the same statement,
+    so every failed task has exactly one; a terminal move records its outcome, which the
+    consumers are handed once the session commits. ``returning`` names columns (or ``Task``
+    attributes) to return besides ``id`` and ``attempts``.
+    """
+    ids = [task_ids] if isinstance(task_ids, uuid.UUID) else list(task_ids)
+    if not ids:
+        return []
+    params: dict[str, Any] = {"ids": [str(i) for i in ids], "worker": worker, "detail": detail}
+    guards = []
+    if attempt is not None:
+        guards.append("attempts = %(attempt)s")
+        params["attempt"] = attempt
+    if expired_by is not None:
+        guards.append("expires_at <= %(expired_by)s")
+        params["expired_by"] = expired_by
+
+    def bind(prefix: str, items: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        for name, value in items.items():
+            params[f"{prefix}{name}"] = value
+        return tuple((name, f"%({prefix}{name})s") for name in items)
+
+    move = Move(
+        to,
+        rows="id = ANY(%(ids)s::uuid[])",
+        set=bind("v_", values or {}),
+        guards=tuple(guards),
+        only_from=frozenset(only_from) if only_from is not None else None,
+        returning=tuple(getattr(c, "name", c) for c in returning),
+        worker="%(worker)s",
+        detail="%(detail)s",
+        run=bind("r_", run) if run is not None else None,
+        traceback="%(traceback)s",
+    )
+    params["traceback"] = traceback
+    rows = list(session.connection().exec_driver_sql(move.sql(), params).all())
+    outcomes = [row.outcome_id for row in rows if to.terminal and row.outcome_id is not None]
+    if outcomes:
+        bind_to = session.get_bind()
+        after_commit(session, lambda: SEAM.drain(sessionmaker(bind=bind_to), outcomes))
+    return rows
+
+
+def record_event(
+    session: Session,
+    task_ids: uuid.UUID | Iterable[uuid.UUID],
+    status: TaskStatus | str,
+    *,
+    attempt: int = 0,
+    worker: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Add a timeline entry that is not a state change (e.g. a re-publish)."""
+    ids = [task_ids] if isinstance(task_ids, uuid.UUID) else list(task_ids)
+    session.connection().exec_driver_sql(
+        "INSERT INTO task_events (task_id, at, status, attempt, worker, detail) "
+        "SELECT id, clock_timestamp(), %(status)s, %(attempt)s, %(worker)s, %(detail)s "
+        "FROM unnest(%(ids)s::uuid[]) AS id",
+        {
+            "ids": [str(i) for i in ids],
+            "status": str(status),
+            "attempt": attempt,
+            "worker": worker,
+            "detail": detail,
+        },
+    )
+
+
+class ClaimedAttempt(NamedTuple):
+    """What a claim returns: the attempt number and the task's spec."""
+
+    id: str
+    attempts: int
+    task: str
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    queue: str
+    priority: int
+    max_retries: int
+    backoff: float
+    backoff_max: float
+    jitter: bool
+    timeout: float | None
+    request_id: str | None
+
+
+# The two moves every attempt makes, prepared per worker connection: each is one round trip
+# that Postgres rarely parses or plans again. A prepared plan outlives the statistics it was
+# made with, so each leaves the planner only plans that suit any table size: the status guard
+# cannot become an index scan (see Move.sql) and the run is found by its unique key from the
+# parameters.
+CLAIM_MOVE = Move(
+    TaskStatus.RUNNING,  # $1 id, $2 now, $3 attempt, $4 worker, $5 instance
+    rows="id = $1",
+    set=(("attempts", "attempts + 1"), ("started_at", "coalesce(started_at, clock_timestamp())")),
+    guards=("(expires_at IS NULL OR expires_at > $2)", "($3 IS NULL OR attempts = $3 - 1)"),
+    returning=ClaimedAttempt._fields,
+    worker="$4",
+    run=(
+        ("worker", "$4"),
+        ("worker_instance", "$5"),
+        ("status", "'running'"),
+        ("started_at", "$2"),
+    ),
+)
+SUCCEED_MOVE = Move(
+    TaskStatus.SUCCEEDED,  # $1 id, $2 attempt, $3 worker, $4 now, $5 result
+    rows="id = $1",
+    set=(
+        ("finished_at", "$4"),
+        ("result", "$5"),
+        ("error_type", "NULL"),
+        ("error_message", "NULL"),
+    ),
+    guards=("attempts = $2",),
+    worker="$3",
+    run=(("status", "'succeeded'"), ("finished_at", "$4")),
+    run_rows="runs.task_id = $1 AND runs.attempt = $2",
+)
+
+
+class _Prepared(NamedTuple):
+    version: int
+    claim: PreparedStatement
+    succeed: PreparedStatement
+
+
+_prepared: _Prepared | None = None
+
+
+def _named(name: str, types: tuple[str, ...], sql: str) -> PreparedStatement:
+    # The name follows the text: a connection that prepared an earlier text (before a consumer
+    # registered) prepares the new one instead of executing the old.
+    digest = hashlib.sha1(sql.encode()).hexdigest()[:10]
+    return PreparedStatement(f"{name}_{digest}", types, sql)
+
+
+def prepared() -> _Prepared:
+    """The claim and success statements for the consumers registered now."""
+    global _prepared
+    if _prepared is None or _prepared.version != SEAM.version:
+        _prepared = _Prepared(
+            SEAM.version,
+            _named(
+                "ledger_claim",
+                ("uuid", "timestamptz", "integer", "text", "uuid"),
+                CLAIM_MOVE.sql(),
+            ),
+            _named(
+                "ledger_succeed",
+                ("uuid", "integer", "text", "timestamptz", "jsonb"),
+                SUCCEED_MOVE.sql(),
+            ),
+        )
+    return _prepared
+
+
+def __getattr__(name: str) -> PreparedStatement:
+    if name == "CLAIM":
+        return prepared().claim
+    if name == "SUCCEED":
+        return prepared().succeed
+    raise AttributeError(name)
+
+
+def claim_attempt(
+    conn: LedgerConnection,
+    task_id: uuid.UUID,
+    *,
+    worker: str,
+    instance: uuid.UUID | None,
+    now: datetime,
+    attempt: int | None,
+) -> ClaimedAttempt | None:
+    """queued/retrying -> running, with its event and run; the task's spec, or None.
+
+    ``attempt`` (when given) must be the next attempt, so a stale message cannot start a later one.
+    """
+    rows = conn.execute(
+        prepared().claim, (str(task_id), now, attempt, worker, str(instance) if instance else None)
+    )
+    return ClaimedAttempt._make(rows[0]) if rows else None
+
+
+def succeed_attempt(
+    conn: LedgerConnection,
+    task_id: uuid.UUID,
+    attempt: int,
+    *,
+    worker: str,
+    now: datetime,
+    result: str,
+    sessions: sessionmaker[Session] | None = None,
+) -> bool:
+    """running -> succeeded for this attempt, with its event, run and outcome; False if not
+    applicable. ``result`` is the JSON text of the result.
+
+    The statement commits on its own (autocommit); its outcome, if a consumer wants it, is
+    handed over right after through ``sessions`` (or later by the scheduler's sweep).
+    """
+    rows = conn.execute(prepared().succeed, (str(task_id), attempt, worker, now, result))
+    if rows and rows[0][-1] is not None and sessions is not None:
+        SEAM.drain(sessions, [rows[0][-1]])
+    return bool(rows)

@@ -1,0 +1,1 @@
+"""Tasks: accepting submissions, running attempts on workers, releasing delayed work."""

@@ -1,0 +1,1 @@
+"""Worker instances: registration, heartbeats, and attempts whose worker is gone."""
