@@ -70,6 +70,28 @@ class Settings:
     log_json: bool = True
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # A hung database answers nothing: bound every wait on it so requests get a 503 instead.
+    db_connect_timeout: float = 3.0
+    db_statement_timeout: float = 15.0
+    db_pool_timeout: float = 5.0
+    readyz_timeout: float = 2.0
+    # /metrics asks for "Authorization: Bearer <metrics_token>" when it is set.
+    metrics_token: str = ""
+    # A page of a list stops before its items' JSON passes this many bytes (next_cursor goes on).
+    max_page_bytes: int = 8_388_608
+    # Time limits: no timeout above max_task_timeout; a type without its own default gets
+    # default_task_timeout; http.request's own timeout is capped at http_timeout_max.
+    max_task_timeout: float = 86400.0
+    default_task_timeout: float = 3600.0
+    http_timeout_max: float = 300.0
+    # Outbound HTTP (http.request, webhooks): private and loopback targets are refused in
+    # production unless listed here (host names, addresses or CIDR ranges).
+    outbound_allowlist: tuple[str, ...] = ()
+    # Authentication: a disabled or deleted client's tokens stop working within this many
+    # seconds; failed logins per client id and per address are limited per window.
+    client_check_seconds: float = 5.0
+    login_max_failures: int = 10
+    login_failure_window: float = 60.0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict of all settings (secrets included; never log it whole)."""
