@@ -15,7 +15,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from scheduler_app.api import auth, dead_letters, health, tasks
+from scheduler_app.api import auth, content, dead_letters, health, tasks
 from scheduler_app.api.jsonio import FastJSONProvider
 from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
 from scheduler_app.api.security import init_jwt
@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.session_interface = _NoSessions()
     PrometheusMetrics(app, path="/metrics", group_by="url_rule", defaults_prefix="scheduler_api")
     _request_ids(app)
+    content.init_app(app)
     return app
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -15,8 +16,16 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from scheduler_app import limits
+
+log = logging.getLogger(__name__)
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 ENV_PREFIX = "SCHEDULER_"
+# SCHEDULER_* variables that choose where settings come from rather than being settings.
+NOT_SETTINGS = frozenset(
+    {"SCHEDULER_PROFILE", "SCHEDULER_CONFIG_FILE", "SCHEDULER_TEST_PG_DSN", "SCHEDULER_IMAGE"}
+)
 DEFAULT_SECRET = "dev-insecure-secret-change-me-not-for-production"
 
 
@@ -163,6 +172,13 @@ def load_settings(
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
             values[name] = environ[env_name]
+    strays = sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name not in NOT_SETTINGS
+        and name[len(ENV_PREFIX) :].lower() not in known
+    )
     unknown = set(overrides) - known
     if unknown:
         raise ConfigError(f"unknown settings {sorted(unknown)}")
@@ -172,6 +188,12 @@ def load_settings(
     typed = {name: _coerce(name, raw, hints[name]) for name, raw in values.items()}
     settings = Settings(**typed)
     _validate(settings)
+    if strays:
+        # A typo (SCHEDULER_PROMOTR_INTERVAL) must not pass for a setting that took effect.
+        message = f"unknown SCHEDULER_* environment variables (typos?): {', '.join(strays)}"
+        if settings.profile == "production":
+            raise ConfigError(message)
+        log.warning(message)
     return settings
 
 
@@ -184,7 +206,14 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("lookahead_seconds must stay well below visibility_timeout")
     if settings.default_queue not in settings.queues:
         raise ConfigError(f"default_queue {settings.default_queue!r} is not in queues")
+    if not 1 <= settings.max_batch <= limits.BATCH_MAX:
+        raise ConfigError(f"max_batch must be between 1 and {limits.BATCH_MAX}")
     if settings.profile == "production":
+        if settings.secret_key == settings.jwt_secret:
+            raise ConfigError(
+                "production refuses to start: SCHEDULER_SECRET_KEY and SCHEDULER_JWT_SECRET "
+                "must differ (a leak of one must not forge the other's signatures)"
+            )
         for name in ("secret_key", "jwt_secret"):
             value = getattr(settings, name)
             if value == DEFAULT_SECRET or len(value) < 32:

@@ -16,6 +16,8 @@ PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
 DELAY_MAX = 366 * 86400  # seconds
 TIMEOUT_MAX = 86400  # seconds; a timeout is > 0
 JSON_DEPTH_MAX = 64  # nesting of args, kwargs and results
+# digits of one JSON integer: Python's own int/str conversion limit (sys.get_int_max_str_digits)
+INT_DIGITS_MAX = 4300
 MAX_RETRIES_MAX = 100
 BACKOFF_MAX = 86400  # seconds of the first retry delay
 BACKOFF_CAP_MAX = 7 * 86400  # seconds of the longest retry delay

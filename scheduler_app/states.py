@@ -32,12 +32,16 @@ S = TaskStatus
 ALLOWED_SOURCES: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.SCHEDULED: frozenset({S.PENDING}),
     S.QUEUED: frozenset({S.PENDING, S.SCHEDULED, S.RETRYING}),
-    S.RUNNING: frozenset({S.QUEUED, S.RETRYING}),
+    # a short delay rides a broker ETA while the task stays scheduled: it may start from there
+    S.RUNNING: frozenset({S.SCHEDULED, S.QUEUED, S.RETRYING}),
     S.RETRYING: frozenset({S.RUNNING}),
     S.SUCCEEDED: frozenset({S.RUNNING}),
     S.FAILED: frozenset({S.PENDING, S.SCHEDULED, S.QUEUED, S.RUNNING, S.RETRYING}),
     S.CANCELLED: frozenset({S.PENDING, S.SCHEDULED, S.QUEUED, S.RUNNING, S.RETRYING}),
     S.UPSTREAM_FAILED: frozenset({S.PENDING}),
 }
+
+# The states a worker may claim a task from (a published task waiting for a worker).
+CLAIMABLE = ALLOWED_SOURCES[S.RUNNING]
 
 assert not any(TERMINAL & sources for sources in ALLOWED_SOURCES.values())

@@ -14,6 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The per-type cache of call shapes (does this set of kwarg names bind?): bounded in entries and
+# in the names one entry may hold.
+MISFITS_KEPT = 1000
+MISFIT_NAMES_KEPT = 64
+
 
 class PermanentError(Exception):
     """Raised by task code for a failure that retrying cannot fix; the task fails at once."""
@@ -59,7 +64,8 @@ class TaskType:
                 misfit = ""
             except TypeError as exc:
                 misfit = f"arguments do not fit {self.name}: {exc}"
-            if len(self._misfits) < 1000:
+            # A hostile batch can name 50,000 distinct kwargs; the cache lives with the process.
+            if len(self._misfits) < MISFITS_KEPT and len(shape[1]) <= MISFIT_NAMES_KEPT:
                 self._misfits[shape] = misfit
         if misfit:
             return {"kwargs": [misfit]}

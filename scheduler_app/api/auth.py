@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from flask import current_app
 from flask.views import MethodView
 from flask_jwt_extended import create_access_token, create_refresh_token
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from scheduler_app.api.blueprint import Blueprint
 from scheduler_app.api.fields import Text
 from scheduler_app.api.security import BEARER, require, token_claims
 from scheduler_app.services.clients.principal import Role

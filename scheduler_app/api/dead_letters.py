@@ -6,10 +6,10 @@ import uuid
 
 from flask import current_app, g, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from scheduler_app import limits as L
+from scheduler_app.api.blueprint import Blueprint
 from scheduler_app.api.fields import Text, UtcDateTime
 from scheduler_app.api.security import BEARER, require
 from scheduler_app.api.task_schemas import TaskSchema

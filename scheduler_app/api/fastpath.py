@@ -17,7 +17,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from scheduler_app import limits as L
-from scheduler_app.api.fields import check_json_value
+from scheduler_app.api.fields import check_json_value, encodable
 from scheduler_app.models import Task
 
 _SIMPLE_KEYS = frozenset(
@@ -31,6 +31,7 @@ def _text(value: Any, longest: int) -> bool:
         type(value) is str
         and 0 < len(value) <= longest
         and (value.isprintable() or not any(ord(ch) < 32 for ch in value))
+        and encodable(value)
     )
 
 

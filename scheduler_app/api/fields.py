@@ -11,15 +11,51 @@ from marshmallow import ValidationError, fields
 from scheduler_app import limits
 
 MAX_DEPTH = limits.JSON_DEPTH_MAX
+SURROGATES = "strings must be valid Unicode (no lone surrogates such as \\ud800)"
+
+
+class LongInt:
+    """A JSON integer with more digits than ``limits.INT_DIGITS_MAX``, kept unconverted.
+
+    Python refuses to convert such digit strings (a denial-of-service guard), so the request
+    parser hands this marker on and validation names the field that holds it.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"LongInt({self.digits} digits)"
+
+
+def encodable(text: str) -> bool:
+    """True if PostgreSQL can store ``text``: UTF-8 encodable (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_json_value(value: Any, depth: int = 0) -> None:
-    """Raise ValidationError for what JSONB cannot hold (NUL characters, NaN/Infinity)."""
+    """Raise ValidationError for what JSONB cannot hold (NUL characters, lone surrogates,
+    NaN/Infinity, integers beyond the digit limit)."""
     if depth > MAX_DEPTH:
         raise ValidationError(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         if "\x00" in value:
             raise ValidationError("strings must not contain NUL characters")
+        if not encodable(value):
+            raise ValidationError(SURROGATES)
+    elif isinstance(value, LongInt):
+        raise ValidationError(
+            f"integers must have at most {limits.INT_DIGITS_MAX} digits (this one has "
+            f"{value.digits})"
+        )
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError("numbers must be finite")
@@ -39,6 +75,8 @@ class Text(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if any(ord(ch) < 32 for ch in text):
             raise ValidationError("must not contain control characters")
+        if not encodable(text):
+            raise ValidationError(SURROGATES)
         return text
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
+from scheduler_app.api.blueprint import Blueprint
 from scheduler_app.api.problems import problem
 from scheduler_app.api.security import BEARER, require
 

@@ -6,8 +6,9 @@ import uuid
 
 from flask import current_app, g, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from scheduler_app import limits as L
+from scheduler_app.api.blueprint import Blueprint
 from scheduler_app.api.security import BEARER, principal, require
 from scheduler_app.api.task_schemas import (
     EventSchema,
@@ -19,6 +20,7 @@ from scheduler_app.api.task_schemas import (
     TaskSchema,
 )
 from scheduler_app.errors import ValidationFailed
+from scheduler_app.services.tasks.submission import request_hash
 
 blp = Blueprint(
     "tasks", __name__, url_prefix="/api/v1/tasks", description="Submit and follow tasks"
@@ -29,15 +31,23 @@ def _service():
     return current_app.extensions["scheduler"].tasks
 
 
-def _idempotency_key(body: dict) -> dict:
+def _header_key(longest: int = L.IDEMPOTENCY_KEY_MAX) -> str | None:
+    """The Idempotency-Key header, validated; None when absent."""
     header = request.headers.get("Idempotency-Key")
     if header is None:
-        return body
+        return None
     header = header.strip()
-    if not header or len(header) > 255 or any(ord(c) < 32 for c in header):
+    if not header or len(header) > longest or any(ord(c) < 32 for c in header):
         raise ValidationFailed(
-            errors={"Idempotency-Key": ["must be 1 to 255 printable characters"]}
+            errors={"Idempotency-Key": [f"must be 1 to {longest} printable characters"]}
         )
+    return header
+
+
+def _idempotency_key(body: dict) -> dict:
+    header = _header_key()
+    if header is None:
+        return body
     if body.get("idempotency_key") not in (None, header):
         raise ValidationFailed(
             errors={"idempotency_key": ["differs from the Idempotency-Key header"]}
@@ -83,12 +93,42 @@ class TaskBatch(MethodView):
     @blp.doc(security=BEARER)
     @blp.arguments(TaskBatchSchema())
     @blp.response(202, TaskBatchResultSchema, description="All accepted (or none: see 422)")
+    @blp.alt_response(
+        200, schema=TaskBatchResultSchema, description="Idempotent replay of an earlier batch"
+    )
+    @blp.alt_response(409, description="Idempotency key reused with another batch")
+    @blp.alt_response(422, description="Invalid field")
     def post(self, body):
-        """Submit up to 1000 tasks in one transaction"""
+        """Submit up to 1000 tasks in one transaction
+
+        With an Idempotency-Key header the batch as a whole is idempotent: the same batch again
+        answers 200 with the tasks of the first, another batch under the key 409.
+        """
+        bodies, extra = _batch_keys(body["tasks"])
         accepted = _service().submit(
-            principal(), body["tasks"], request_id=g.request_id, batch=True
+            principal(), bodies, request_id=g.request_id, batch=True, extra=extra
         )
-        return {"items": [a.task for a in accepted]}
+        items = {"items": [a.task for a in accepted]}
+        if accepted and all(a.replayed for a in accepted):
+            return items, 200, {"Idempotent-Replayed": "true"}
+        return items, 202
+
+
+def _batch_keys(bodies: list[dict]) -> tuple[list[dict], dict | None]:
+    """A batch under an Idempotency-Key: task N gets the key ``<key>#N`` and every task carries
+    the digest of the whole batch, so that replaying the same batch finds all of them and any
+    other batch under the key conflicts on its first task (all or nothing)."""
+    key = _header_key(L.IDEMPOTENCY_KEY_MAX - len(f"#{L.BATCH_MAX}"))
+    if key is None:
+        return bodies, None
+    if any(b.get("idempotency_key") for b in bodies):
+        raise ValidationFailed(
+            errors={
+                "Idempotency-Key": ["give the header or per-task idempotency_key values, not both"]
+            }
+        )
+    keyed = [{**b, "idempotency_key": f"{key}#{n}"} for n, b in enumerate(bodies)]
+    return keyed, {"batch_digest": request_hash({"tasks": bodies})}
 
 
 @blp.route("/<uuid:task_id>")

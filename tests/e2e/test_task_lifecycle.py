@@ -65,3 +65,25 @@ def test_failing_task_ends_failed_after_its_retries(api, submitter, worker, wait
     assert task["status"] == "failed"
     assert task["attempts"] == 2
     assert task["error"] == {"type": "DemoFailure", "message": "boom"}
+
+
+def test_short_delay_is_scheduled_until_due_then_runs(
+    api, submitter, worker, scheduler, wait_status
+):
+    """A delay within the look-ahead rides a broker ETA, and the task says ``scheduled`` until
+    it is due (in GET and in ``?status=scheduled``); it showed ``queued`` before the fix."""
+    response = api.post("/api/v1/tasks", json={"task": "demo.echo", "delay": 2}, headers=submitter)
+    assert response.status_code == 202, response.json
+    task = response.json
+    assert task["status"] == "scheduled"
+    assert api.get(f"/api/v1/tasks/{task['id']}", headers=submitter).json["status"] == "scheduled"
+    listed = api.get("/api/v1/tasks?status=scheduled&limit=1000", headers=submitter).json
+    assert task["id"] in [t["id"] for t in listed["items"]]
+    queued = api.get("/api/v1/tasks?status=queued&limit=1000", headers=submitter).json
+    assert task["id"] not in [t["id"] for t in queued["items"]]
+    done = wait_status(task["id"], submitter)
+    assert done["status"] == "succeeded"
+    assert done["started_at"] >= done["run_at"]
+    events = api.get(f"/api/v1/tasks/{task['id']}/events", headers=submitter).json
+    statuses = [e["status"] for e in events]
+    assert statuses[0] == "scheduled" and statuses[-2:] == ["running", "succeeded"]

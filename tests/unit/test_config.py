@@ -87,3 +87,36 @@ def test_celery_config_derives_from_settings():
 
 def test_api_priority_nine_is_broker_priority_zero():
     assert [to_broker_priority(p) for p in (9, 5, 0)] == [0, 4, 9]
+
+
+def test_unknown_scheduler_variables_warn_in_development_and_stop_production(caplog):
+    typo = {"SCHEDULER_PROMOTR_INTERVAL": "5"}
+    with caplog.at_level("WARNING"):
+        load_settings(environ=typo)
+    assert "SCHEDULER_PROMOTR_INTERVAL" in caplog.text
+    secrets = {
+        "SCHEDULER_SECRET_KEY": "k" * 40,
+        "SCHEDULER_JWT_SECRET": "j" * 40,
+        "SCHEDULER_PROFILE": "production",
+    }
+    load_settings(environ=secrets)  # the control: production starts without the typo
+    with pytest.raises(ConfigError, match="SCHEDULER_PROMOTR_INTERVAL"):
+        load_settings(environ={**secrets, **typo})
+
+
+def test_production_refuses_one_secret_for_both_signatures():
+    same = "s" * 40
+    with pytest.raises(ConfigError, match="must differ"):
+        load_settings(
+            environ={
+                "SCHEDULER_PROFILE": "production",
+                "SCHEDULER_SECRET_KEY": same,
+                "SCHEDULER_JWT_SECRET": same,
+            }
+        )
+
+
+@pytest.mark.parametrize("value", ["0", "1001"])
+def test_max_batch_stays_within_what_the_schema_allows(value):
+    with pytest.raises(ConfigError, match="max_batch"):
+        load_settings(environ={"SCHEDULER_MAX_BATCH": value})

@@ -27,7 +27,7 @@ from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.services.tasks.execution import Executor
 from scheduler_app.services.workers.registry import WorkerRegistry
-from scheduler_app.states import TaskStatus
+from scheduler_app.states import CLAIMABLE
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Reconciler:
             rows = session.execute(
                 select(Task.id, Task.attempts, Task.run_at)
                 .where(
-                    Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
+                    Task.status.in_([s.value for s in CLAIMABLE]),
                     Task.dispatched_at.is_not(None),
                     Task.dispatched_at <= cutoff,
                 )
@@ -169,7 +169,7 @@ class Reconciler:
                 update(Task)
                 .where(
                     Task.id.in_(ids),
-                    Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RETRYING.value]),
+                    Task.status.in_([s.value for s in CLAIMABLE]),
                 )
                 .values(dispatched_at=now)
                 .returning(*DISPATCH_COLUMNS, Task.status)

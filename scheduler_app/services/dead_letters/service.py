@@ -20,7 +20,7 @@ from scheduler_app.models import DeadLetter, Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.clients.principal import Principal, Role
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
-from scheduler_app.services.pagination import keyset_page
+from scheduler_app.services.pagination import keyset_page, text_bytes
 from scheduler_app.services.tasks.service import TaskService
 from scheduler_app.services.tasks.submission import insert_tasks
 
@@ -77,6 +77,10 @@ class DeadLetterService:
             DeadLetter.id,
             limit,
             cursor,
+            size=text_bytes(
+                DeadLetter.args, DeadLetter.kwargs, DeadLetter.traceback, DeadLetter.error_message
+            ),
+            max_bytes=self.tasks.settings.max_page_bytes,
         )
 
     def get(self, dead_letter_id: uuid.UUID) -> DeadLetter:

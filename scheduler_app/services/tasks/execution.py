@@ -28,7 +28,7 @@ from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.tasks.backoff import retry_delay
 from scheduler_app.services.tasks.counters import CounterStore
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
-from scheduler_app.states import TaskStatus
+from scheduler_app.states import CLAIMABLE, TaskStatus
 from scheduler_app.task_types import TaskContext, TaskType
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class Executor:
                 tid,
                 TaskStatus.FAILED,
                 values={"finished_at": now, "error_type": error_type, "error_message": message},
-                only_from=(TaskStatus.QUEUED, TaskStatus.RETRYING),
+                only_from=CLAIMABLE,
                 worker=worker,
                 detail=f"{error_type}: {message}",
             )
@@ -208,7 +208,7 @@ class Executor:
                     "error_type": "Expired",
                     "error_message": "the task was not started before its expires_at",
                 },
-                only_from=(TaskStatus.QUEUED, TaskStatus.RETRYING),
+                only_from=CLAIMABLE,
                 expired_by=now,
                 worker=worker,
                 detail="expired before it could start",

@@ -29,7 +29,8 @@ def promote_due(
     now: datetime | None = None,
     limit: int = 1000,
 ) -> int:
-    """Publish scheduled tasks (and long-backoff retries) due within the look-ahead.
+    """Publish scheduled tasks (and long-backoff retries) due within the look-ahead, and mark
+    published scheduled tasks that are due now as queued.
 
     ``now`` is the scheduler's clock, which a test may move forward. Several schedulers may run
     at once: rows are claimed with SKIP LOCKED. Returns how many tasks were released.
@@ -48,6 +49,19 @@ def promote_due(
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
+        # Short delays were published with an ETA at submission and stayed scheduled: due now,
+        # they wait for a worker like any queued task.
+        ridden = session.scalars(
+            select(Task.id)
+            .where(
+                Task.status == TaskStatus.SCHEDULED.value,
+                Task.dispatched_at.is_not(None),
+                Task.run_at <= now,
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        transition(session, ridden, TaskStatus.QUEUED, detail="due (published with an ETA)")
         if not due:
             return 0
         scheduled = [row.id for row in due if row.status == TaskStatus.SCHEDULED.value]

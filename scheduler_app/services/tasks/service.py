@@ -19,7 +19,7 @@ from scheduler_app.services.broker.dispatcher import Dispatcher
 from scheduler_app.services.clients.principal import Principal
 from scheduler_app.services.ledger.transitions import transition
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
-from scheduler_app.services.pagination import keyset_page
+from scheduler_app.services.pagination import keyset_page, text_bytes
 from scheduler_app.services.tasks.dispatches import dispatch_of
 from scheduler_app.services.tasks.submission import (
     Accepted,
@@ -94,6 +94,8 @@ class TaskService:
                 )
             except ValidationFailed as exc:
                 errors.update(exc.errors)
+        if batch and len(bodies) > self.settings.max_batch:
+            errors["tasks"] = [f"at most {self.settings.max_batch} tasks in one batch"]
         keys = [row["idempotency_key"] for row in rows if row["idempotency_key"]]
         if len(keys) != len(set(keys)):
             errors["tasks"] = ["idempotency keys must be unique within a batch"]
@@ -102,11 +104,11 @@ class TaskService:
         return rows
 
     def publish(self, accepted: Sequence[Accepted]) -> int:
-        """Publish the newly committed tasks that are due now (call after the commit)."""
+        """Publish the newly committed tasks due within the look-ahead (call after the commit)."""
         return self.dispatcher.publish(
             dispatch_of(a.task)
             for a in accepted
-            if not a.replayed and a.task.status == TaskStatus.QUEUED
+            if not a.replayed and a.task.dispatched_at is not None
         )
 
     def get(self, principal: Principal, task_id: uuid.UUID) -> Task:
@@ -145,6 +147,8 @@ class TaskService:
             Task.id,
             limit,
             cursor,
+            size=text_bytes(Task.args, Task.kwargs, Task.result, Task.notify),
+            max_bytes=self.settings.max_page_bytes,
         )
 
     def cancel(self, principal: Principal, task_id: uuid.UUID) -> Task:
@@ -164,6 +168,7 @@ class TaskService:
                 run={"status": "cancelled", "finished_at": utcnow()},
             )
             if not moved:
+                session.refresh(task)  # what it is now, not what it was when we looked
                 raise Conflict(f"task is already {task.status}")
             terminate = was == TaskStatus.RUNNING
             after_commit(session, lambda: self.dispatcher.revoke(task_id, terminate=terminate))

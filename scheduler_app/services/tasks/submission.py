@@ -84,11 +84,10 @@ def build_row(
         **(ttype.retry if ttype else {}),
         **(body.get("retry") or {}),
     }
-    status = (
-        TaskStatus.QUEUED
-        if run_at <= now + timedelta(seconds=settings.lookahead_seconds)
-        else TaskStatus.SCHEDULED
-    )
+    # Due now: queued. Later: scheduled until due, either riding a broker ETA (due within the
+    # look-ahead: published now) or waiting in the ledger for the scheduler to release it.
+    status = TaskStatus.QUEUED if run_at <= now else TaskStatus.SCHEDULED
+    published = run_at <= now + timedelta(seconds=settings.lookahead_seconds)
     return {
         "id": uuid.uuid4(),
         "task": body["task"],
@@ -105,7 +104,7 @@ def build_row(
         "timeout": body.get("timeout"),
         "run_at": run_at,
         "expires_at": expires_at,
-        "dispatched_at": now if status is TaskStatus.QUEUED else None,
+        "dispatched_at": now if published else None,
         "created_at": now,
         "owner_id": principal.id,
         "idempotency_key": body.get("idempotency_key"),
