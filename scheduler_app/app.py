@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from scheduler_app.api import auth, content, dead_letters, health, tasks
 from scheduler_app.api.jsonio import FastJSONProvider
+from scheduler_app.api.openapi import SchemaRules, document_registry
 from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
 from scheduler_app.api.security import init_jwt
 from scheduler_app.config import Settings, load_settings
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="Job Scheduler API",
         API_VERSION="v1",
-        OPENAPI_VERSION="3.0.3",
+        OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
@@ -91,9 +92,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     )
 
     init_jwt(app)
-    api = ProblemApi(app)
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [SchemaRules()]})
     for module in (health, auth, tasks, dead_letters):
         api.register_blueprint(module.blp)
+    document_registry(api.spec, settings.queues, types, ["TaskCreate"])
     register_error_handlers(app)
 
     @app.errorhandler(OperationalError)

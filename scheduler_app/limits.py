@@ -23,8 +23,15 @@ BACKOFF_MAX = 86400  # seconds of the first retry delay
 BACKOFF_CAP_MAX = 7 * 86400  # seconds of the longest retry delay
 BATCH_MAX = 1000  # tasks in one batch
 PAGE_MAX = 1000  # items in one page of a list
-CURSOR_MAX = 200  # characters of a list cursor
 ERROR_TYPE_MAX = 200
+
+URL_MAX = 2048  # characters of an outbound URL (http.request, webhooks)
+# The outbound URLs the API takes, as one pattern that the OpenAPI document states and the API
+# applies (no userinfo, no IPv6 literal, a port up to 65535, printable ASCII after the host).
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+HTTP_URL_PATTERN = f"^https?://{_LABEL}(?:\\.{_LABEL})*(?::{_PORT})?(?:[/?#][!-~]*)?$"
+EMAIL_PATTERN = f"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\\.{_LABEL})+$"
 
 
 def around(bound: int | float) -> list[int | float]:

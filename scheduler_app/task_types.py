@@ -18,6 +18,9 @@ from typing import Any
 # in the names one entry may hold.
 MISFITS_KEPT = 1000
 MISFIT_NAMES_KEPT = 64
+# kwargs the platform gives a task itself: ``ctx`` (its context; a submission may not) and
+# ``parents`` (a workflow node's parents' results; never bound to a parameter).
+RESERVED_KWARGS = frozenset({"ctx", "parents"})
 
 
 class PermanentError(Exception):
@@ -49,6 +52,10 @@ class TaskType:
     wants_context: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
     validator: Callable[[list[Any], dict[str, Any]], dict[str, list[str]]] | None = None
+    # JSON Schema of kwargs whose values ``validator`` checks, for the OpenAPI document.
+    param_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # JSON Schema ANDed into the kwargs object (rules across kwargs that ``validator`` checks).
+    kwargs_schema: dict[str, Any] = field(default_factory=dict)
 
     def check_call(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, list[str]]:
         """Field errors that would make this call fail for sure; empty when it may run."""
@@ -58,9 +65,9 @@ class TaskType:
         shape = (len(args), frozenset(kwargs))
         misfit = self._misfits.get(shape)
         if misfit is None:
-            call_kwargs = {k: None for k in kwargs if k not in {"ctx", "parents"}}
+            call_kwargs = {k: None for k in kwargs if k not in RESERVED_KWARGS}
             try:
-                self._signature.bind(*args, **call_kwargs, **self._context_stub())
+                self.signature.bind(*args, **call_kwargs, **self._context_stub())
                 misfit = ""
             except TypeError as exc:
                 misfit = f"arguments do not fit {self.name}: {exc}"
@@ -72,7 +79,8 @@ class TaskType:
         return self.validator(args, kwargs) if self.validator else {}
 
     @functools.cached_property
-    def _signature(self) -> inspect.Signature:
+    def signature(self) -> inspect.Signature:
+        """The task function's signature (what a call must bind)."""
         return inspect.signature(self.fn)
 
     @functools.cached_property
@@ -110,6 +118,8 @@ def task_type(
     permanent_errors: Iterable[type[BaseException]] = (),
     parameters: dict[str, str] | None = None,
     validator: Callable[[list[Any], dict[str, Any]], dict[str, list[str]]] | None = None,
+    param_schemas: dict[str, dict[str, Any]] | None = None,
+    kwargs_schema: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the task type ``name`` (an ``area.verb`` name).
 
@@ -146,6 +156,8 @@ def task_type(
             and ctx_param.kind is inspect.Parameter.KEYWORD_ONLY,
             parameters=dict(parameters or {}),
             validator=validator,
+            param_schemas=dict(param_schemas or {}),
+            kwargs_schema=dict(kwargs_schema or {}),
         )
         return fn
 

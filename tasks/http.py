@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
+from scheduler_app import limits
 from scheduler_app.task_types import PermanentError, task_type
 
 RETRYABLE_STATUS = {408, 429}
@@ -18,13 +19,22 @@ class HttpStatusError(Exception):
     """A response status that a retry may cure (5xx, 408, 429)."""
 
 
+_URL = re.compile(limits.HTTP_URL_PATTERN)
+# The method, in any case, as the document states it: [Gg][Ee][Tt]|...
+_METHOD_PATTERN = "^(?:{})$".format(
+    "|".join("".join(f"[{c}{c.lower()}]" for c in m) for m in sorted(METHODS))
+)
+
+
 def validate_url(url: Any) -> str:
     """Return the URL if it is absolute http(s) with a host; raise ValueError otherwise."""
     if not isinstance(url, str):
         raise ValueError("url must be a string")
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError("url must be an absolute http:// or https:// URL")
+    if len(url) > limits.URL_MAX or not _URL.fullmatch(url):
+        raise ValueError(
+            "url must be an absolute http:// or https:// URL (a host name or IPv4 address, "
+            f"no user info; at most {limits.URL_MAX} characters)"
+        )
     return url
 
 
@@ -36,7 +46,7 @@ def validate(args: list[Any], kwargs: dict[str, Any]) -> dict[str, list[str]]:
         validate_url(url)
     except ValueError as exc:
         errors["kwargs.url"] = [str(exc)]
-    method = kwargs.get("method")
+    method = kwargs.get("method", args[1] if len(args) > 1 else None)
     if method is not None and (not isinstance(method, str) or method.upper() not in METHODS):
         errors["kwargs.method"] = [f"must be one of {sorted(METHODS)}"]
     if "json" in kwargs and "body" in kwargs:
@@ -47,6 +57,11 @@ def validate(args: list[Any], kwargs: dict[str, Any]) -> dict[str, list[str]]:
 @task_type(
     "http.request",
     validator=validate,
+    param_schemas={
+        "url": {"type": "string", "maxLength": limits.URL_MAX, "pattern": limits.HTTP_URL_PATTERN},
+        "method": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": _METHOD_PATTERN}]},
+    },
+    kwargs_schema={"not": {"required": ["json", "body"]}},
     permanent_errors=(requests.exceptions.InvalidURL, requests.exceptions.MissingSchema),
     parameters={
         "url": "absolute http(s) URL",

@@ -10,10 +10,11 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from scheduler_app import limits as L
 from scheduler_app.api.blueprint import Blueprint
-from scheduler_app.api.fields import Text, UtcDateTime
+from scheduler_app.api.fields import StrictBoolean, Text, UtcDateTime
 from scheduler_app.api.security import BEARER, require
 from scheduler_app.api.task_schemas import TaskSchema
 from scheduler_app.services.clients.principal import Role
+from scheduler_app.services.pagination import CURSOR_PATTERN
 
 blp = Blueprint("dlq", __name__, url_prefix="/api/v1/dlq", description="Dead-letter queue")
 
@@ -24,12 +25,16 @@ class DeadLetterFilterSchema(Schema):
     error_type = Text(validate=validate.Length(min=1, max=L.ERROR_TYPE_MAX))
     since = UtcDateTime()
     before = UtcDateTime()
-    replayed = fields.Boolean()
+    replayed = StrictBoolean()
 
 
 class DeadLetterQuerySchema(DeadLetterFilterSchema):
+    replayed = fields.Boolean()  # a query string says "true" or "false"
     limit = fields.Integer(load_default=50, validate=validate.Range(1, L.PAGE_MAX))
-    cursor = Text(validate=validate.Length(min=1, max=L.CURSOR_MAX))
+    cursor = fields.String(
+        validate=validate.Regexp(CURSOR_PATTERN),
+        metadata={"description": "next_cursor of the previous page"},
+    )
 
 
 class DeadLetterSchema(Schema):
@@ -56,12 +61,16 @@ class DeadLetterListSchema(Schema):
 class BulkReplaySchema(Schema):
     ids = fields.List(fields.UUID(), validate=validate.Length(min=1, max=10_000))
     filter = fields.Nested(DeadLetterFilterSchema)
-    dry_run = fields.Boolean(load_default=False)
+    dry_run = StrictBoolean(load_default=False)
+
+    class Meta:
+        # What _a_selector enforces, for the OpenAPI document.
+        openapi = {"anyOf": [{"required": ["ids"]}, {"required": ["filter"]}]}
 
     @validates_schema
-    def _one_selector(self, data, **_):
-        if ("ids" in data) == ("filter" in data):
-            raise ValidationError("give ids or filter (exactly one)", "ids")
+    def _a_selector(self, data, **_):
+        if "ids" not in data and "filter" not in data:
+            raise ValidationError("give ids, a filter, or both (the ids the filter matches)", "ids")
 
 
 class ReplayResultSchema(Schema):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import ValidationError, fields, validate
 
 from scheduler_app import limits
 
@@ -69,7 +70,11 @@ def check_json_value(value: Any, depth: int = 0) -> None:
 
 
 class Text(fields.String):
-    """A string without NUL or other control characters."""
+    """A string without NUL or other control characters (the document says so as a pattern)."""
+
+    def __init__(self, **kwargs: Any):
+        metadata = {"pattern": "^[^\\u0000-\\u001f]*$", **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -78,6 +83,51 @@ class Text(fields.String):
         if not encodable(text):
             raise ValidationError(SURROGATES)
         return text
+
+
+class Matching(fields.String):
+    """A string matching ``pattern``, which the document states as is (so both say the same)."""
+
+    def __init__(self, pattern: str, longest: int, **kwargs: Any):
+        self.regex = re.compile(pattern)
+        metadata = {"pattern": pattern, **kwargs.pop("metadata", {})}
+        super().__init__(validate=validate.Length(max=longest), metadata=metadata, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not self.regex.fullmatch(text):
+            raise ValidationError(f"must match {self.regex.pattern}")
+        return text
+
+
+def http_url(**kwargs: Any) -> Matching:
+    """An absolute http(s) URL (``limits.HTTP_URL_PATTERN``)."""
+    return Matching(limits.HTTP_URL_PATTERN, limits.URL_MAX, **kwargs)
+
+
+def email_address(**kwargs: Any) -> Matching:
+    """An email address (``limits.EMAIL_PATTERN``)."""
+    return Matching(limits.EMAIL_PATTERN, 254, **kwargs)
+
+
+class WholeNumber(fields.Integer):
+    """A JSON integer: 5 or 5.0 (JSON Schema's "integer"), never 5.5, "5" or true."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is not int:
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON ``true``/``false`` only (marshmallow's Boolean also takes 0, 1, "yes", "on")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid")
+        return value
 
 
 class JsonList(fields.List):

@@ -7,7 +7,17 @@ from webargs.fields import DelimitedList
 
 from scheduler_app import limits as L
 from scheduler_app.api.fastpath import load_task_body, present_task
-from scheduler_app.api.fields import JsonList, JsonObject, Text, UtcDateTime
+from scheduler_app.api.fields import (
+    JsonList,
+    JsonObject,
+    StrictBoolean,
+    WholeNumber,
+    Text,
+    UtcDateTime,
+    email_address,
+    http_url,
+)
+from scheduler_app.services.pagination import CURSOR_PATTERN
 from scheduler_app.states import TaskStatus
 
 NAME = validate.Length(min=1, max=L.TASK_NAME_MAX)
@@ -15,24 +25,23 @@ NOTIFY_EVENTS = ["succeeded", "failed", "cancelled"]
 
 
 class RetrySchema(Schema):
-    max_retries = fields.Integer(strict=True, validate=validate.Range(0, L.MAX_RETRIES_MAX))
+    max_retries = WholeNumber(validate=validate.Range(0, L.MAX_RETRIES_MAX))
     backoff = fields.Float(validate=validate.Range(0, L.BACKOFF_MAX), allow_nan=False)
     backoff_max = fields.Float(validate=validate.Range(0, L.BACKOFF_CAP_MAX), allow_nan=False)
-    jitter = fields.Boolean()
-
-    @validates_schema
-    def _cap_not_below_base(self, data, **_):
-        if "backoff" in data and "backoff_max" in data and data["backoff_max"] < data["backoff"]:
-            raise ValidationError("must not be lower than backoff", "backoff_max")
+    jitter = StrictBoolean()
+    # A backoff_max below backoff is raised to backoff (services/tasks/submission.py).
 
 
 class NotifySchema(Schema):
-    webhook = fields.Url(schemes={"http", "https"}, require_tld=False)
-    email = fields.Email()
+    webhook = http_url()
+    email = email_address()
     on = fields.List(
         fields.String(validate=validate.OneOf(NOTIFY_EVENTS)),
         load_default=lambda: list(NOTIFY_EVENTS),
     )
+
+    class Meta:
+        openapi = {"anyOf": [{"required": ["webhook"]}, {"required": ["email"]}]}
 
     @validates_schema
     def _has_target(self, data, **_):
@@ -45,8 +54,7 @@ class TaskCreateSchema(Schema):
     args = JsonList(load_default=list)
     kwargs = JsonObject(load_default=dict)
     queue = Text(validate=validate.Length(min=1, max=L.QUEUE_NAME_MAX))
-    priority = fields.Integer(
-        strict=True,
+    priority = WholeNumber(
         load_default=L.PRIORITY_DEFAULT,
         validate=validate.Range(L.PRIORITY_MIN, L.PRIORITY_MAX),
         metadata={"description": "0..9, higher runs first"},
@@ -59,7 +67,9 @@ class TaskCreateSchema(Schema):
     run_at = UtcDateTime()
     retry = fields.Nested(RetrySchema)
     timeout = fields.Float(
-        validate=validate.Range(0, L.TIMEOUT_MAX, min_inclusive=False), allow_nan=False
+        validate=validate.Range(0, L.TIMEOUT_MAX, min_inclusive=False),
+        allow_nan=False,
+        metadata={"exclusiveMinimum": 0, "description": "seconds"},
     )
     expires_at = UtcDateTime()
     idempotency_key = Text(validate=validate.Length(min=1, max=L.IDEMPOTENCY_KEY_MAX))
@@ -69,6 +79,9 @@ class TaskCreateSchema(Schema):
         validate=validate.Length(max=L.TAGS_MAX),
         load_default=list,
     )
+
+    class Meta:
+        openapi = {"not": {"required": ["delay", "run_at"]}}
 
     @validates_schema
     def _one_time(self, data, **_):
@@ -172,7 +185,10 @@ class TaskQuerySchema(Schema):
     created_after = UtcDateTime()
     created_before = UtcDateTime()
     limit = fields.Integer(load_default=50, validate=validate.Range(1, L.PAGE_MAX))
-    cursor = Text(validate=validate.Length(min=1, max=L.CURSOR_MAX))
+    cursor = fields.String(
+        validate=validate.Regexp(CURSOR_PATTERN),
+        metadata={"description": "next_cursor of the previous page"},
+    )
 
 
 class EventSchema(Schema):

@@ -108,9 +108,11 @@ class DeadLetterService:
         dry_run: bool,
         request_id: str | None = None,
     ) -> ReplayResult:
-        """Replay the not yet replayed dead letters chosen by ids or filter (or count them)."""
+        """Replay the not yet replayed dead letters chosen by ids and/or filter (or count them)."""
         query = select(DeadLetter.id).where(DeadLetter.replayed_task_id.is_(None))
-        query = query.where(DeadLetter.id.in_(ids)) if ids else _filtered(query, filters or {})
+        if ids:
+            query = query.where(DeadLetter.id.in_(ids))
+        query = _filtered(query, filters or {})
         with self.sessions() as session:
             chosen = list(session.scalars(query.order_by(DeadLetter.failed_at).limit(MAX_BULK)))
         if dry_run:
