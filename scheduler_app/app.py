@@ -15,7 +15,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from scheduler_app.api import auth, dead_letters, health, tasks
+from scheduler_app.api import auth, dead_letters, docs, health, tasks
 from scheduler_app.api.jsonio import FastJSONProvider
 from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
 from scheduler_app.api.security import init_jwt
@@ -63,8 +63,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_PATH=docs.SWAGGER_UI_PATH,
+        OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL,  # served by the app: docs work offline
+        OPENAPI_SWAGGER_UI_CONFIG=docs.SWAGGER_UI_CONFIG,
         API_SPEC_OPTIONS={
             "components": {
                 "securitySchemes": {
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     api = ProblemApi(app)
     for module in (health, auth, tasks, dead_letters):
         api.register_blueprint(module.blp)
+    docs.init_app(app)
     register_error_handlers(app)
 
     @app.errorhandler(OperationalError)
