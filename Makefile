@@ -7,9 +7,15 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# Two stamps: running needs the package only (`make run` stays small); the test, lint and
+# bench tools come with the dev extra, installed the first time one of those targets runs.
+$(VENV)/.installed-run: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-run
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -18,28 +24,30 @@ tools:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-.PHONY: help install tools run test lint format migrate worker scheduler api bench
+.PHONY: help install install-dev tools run test lint format migrate worker scheduler api bench
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
+install: $(VENV)/.installed-run ## Create .venv and install what running the platform needs
+
+install-dev: $(VENV)/.installed-dev ## Also install the test, lint and benchmark tools (dev extra)
 
 run: install ## Start the whole platform (embedded Postgres + Redis unless SCHEDULER_* URLs are set)
 	$(PY) manage.py standalone --port $(PORT)
 
-test: install tools ## Run the test suite (real Postgres, own redis-server, real worker processes)
+test: install-dev tools ## Run the test suite (Postgres on :5432 or an embedded one, real workers)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff check + format check
+lint: install-dev ## ruff check + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: install ## Format the code
+format: install-dev ## Format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-migrate: install ## Apply database migrations to SCHEDULER_DATABASE_URL
+migrate: install ## Apply migrations (SCHEDULER_DATABASE_URL, else the running make run's database)
 	$(PY) manage.py migrate
 
 api: install ## Run the API with gunicorn on $(PORT)
@@ -51,5 +59,5 @@ worker: install ## Run a worker on the default, high and low queues
 scheduler: install ## Run the scheduler (delayed tasks, reconciler)
 	$(PY) manage.py scheduler
 
-bench: install ## Benchmark ours vs raw Celery, Dramatiq, RQ (< 10 min; BENCH_ARGS=--quick: < 1 min)
+bench: install-dev ## Benchmark ours vs raw Celery, Dramatiq, RQ (< 10 min; BENCH_ARGS=--quick: < 1 min)
 	$(PY) -m bench $(BENCH_ARGS)

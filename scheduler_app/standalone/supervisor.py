@@ -70,6 +70,8 @@ class Supervisor:
         restart_window: float = 60.0,
         backoff: float = 1.0,
         backoff_max: float = 15.0,
+        escalate_on: frozenset[int] = frozenset({signal.SIGINT}),
+        escalate_after: float = 0.5,
     ) -> None:
         self.out = out or sys.stdout
         self.stop_timeout = stop_timeout
@@ -77,6 +79,12 @@ class Supervisor:
         self.restart_window = restart_window
         self.backoff = backoff
         self.backoff_max = backoff_max
+        # Which repeated signal means "kill now", and how long after the first stop signal it
+        # must come. A process manager's or `timeout`'s SIGTERM to our process group arrives
+        # twice within milliseconds (once directly, once forwarded by make): that is one request
+        # for an orderly stop. A person's second Ctrl-C comes later and means "now".
+        self.escalate_on = escalate_on
+        self.escalate_after = escalate_after
         self._children: list[_Child] = []
         self._cleanups: list[tuple[str, Callable[[], None]]] = []
         self._lock = threading.Lock()
@@ -84,6 +92,8 @@ class Supervisor:
         self._width = 10
         # Signal handlers only set these flags: taking a lock inside a handler can deadlock.
         self._stop_reason: str | None = None
+        self._first_signal_at: float | None = None
+        self._ignored_signals = 0
         self._force = False
         self._exit_code = 0
         self._shut_down = False
@@ -120,14 +130,19 @@ class Supervisor:
     # --- signals and cleanups -------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """Turn SIGINT and SIGTERM into an orderly stop (a second one kills at once)."""
+        """Turn SIGINT and SIGTERM into an orderly stop; a later second Ctrl-C kills at once."""
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if self._stop_reason is not None:
+        now = time.monotonic()
+        if self._first_signal_at is None:
+            self._first_signal_at = now
+            self._stop_reason = self._stop_reason or f"received {signal.Signals(signum).name}"
+        elif signum in self.escalate_on and now - self._first_signal_at >= self.escalate_after:
             self._force = True
-        self._stop_reason = f"received {signal.Signals(signum).name}"
+        else:
+            self._ignored_signals += 1  # a duplicate of the stop request already under way
 
     @property
     def stopping(self) -> bool:
@@ -252,15 +267,20 @@ class Supervisor:
             self.log(f"stopping {child.spec.name} (pid {child.proc.pid})")
             self._kill_group(child.proc, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
+        ignored = 0
         while time.monotonic() < deadline and not self._force:
             if all(c.proc is None or c.proc.poll() is not None for c in alive):
                 break
+            if self._ignored_signals != ignored:
+                ignored = self._ignored_signals
+                self.log(f"already stopping (repeated signals ignored: {ignored})")
             time.sleep(0.1)
         for child in self._children:
             if child.proc is None:
                 continue
             if child.proc.poll() is None:
-                self.log(f"{child.spec.name} did not stop in time; killing it")
+                why = "second Ctrl-C" if self._force else f"not stopped in {self.stop_timeout:g}s"
+                self.log(f"{child.spec.name}: {why}; killing it")
                 self._kill_group(child.proc, signal.SIGKILL)
                 child.proc.wait()
             self._kill_group(child.proc, signal.SIGKILL)  # stragglers left in its group
@@ -273,7 +293,10 @@ class Supervisor:
         if self._shut_down:
             return
         self._shut_down = True
-        self.log(f"{self._stop_reason or 'shutting down'}; stopping")
+        self.log(
+            f"{self._stop_reason or 'shutting down'}; stopping (grace {self.stop_timeout:g}s,"
+            " Ctrl-C again to kill at once)"
+        )
         self._stop_children()
         for name, func in reversed(self._cleanups):
             self.log(f"stopping {name}")
