@@ -184,6 +184,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("lookahead_seconds must stay well below visibility_timeout")
     if settings.default_queue not in settings.queues:
         raise ConfigError(f"default_queue {settings.default_queue!r} is not in queues")
+    from scheduler_app.services.outbound.policy import Allowlist  # stdlib only; no cycle
+
+    try:
+        Allowlist.parse(settings.outbound_allowlist)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if settings.profile == "production":
         for name in ("secret_key", "jwt_secret"):
             value = getattr(settings, name)
