@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [SchemaRules()]})
     for module in (health, auth, tasks, dead_letters):
         api.register_blueprint(module.blp)
-    document_registry(api.spec, settings.queues, types, ["TaskCreate"])
+    document_registry(api.spec, settings, types, ["TaskCreate"])
     docs.init_app(app)
     register_error_handlers(app)
 

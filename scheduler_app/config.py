@@ -208,6 +208,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"default_queue {settings.default_queue!r} is not in queues")
     if not 1 <= settings.max_batch <= limits.BATCH_MAX:
         raise ConfigError(f"max_batch must be between 1 and {limits.BATCH_MAX}")
+    from scheduler_app.services.outbound.policy import Allowlist  # stdlib only; no cycle
+
+    try:
+        Allowlist.parse(settings.outbound_allowlist)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if settings.profile == "production":
         if settings.secret_key == settings.jwt_secret:
             raise ConfigError(

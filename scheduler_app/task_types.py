@@ -37,6 +37,7 @@ class TaskContext:
     worker: str
     request_id: str | None
     counters: Any = None  # scheduler_app.services.tasks.counters.CounterStore, bound per call
+    settings: Any = None  # the worker's scheduler_app.config.Settings
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,27 @@ class TaskType:
     description: str = ""
     queue: str | None = None
     max_retries: int | None = None
+    # Default time limit (seconds) of this type's attempts; None: the default_task_timeout setting.
+    timeout: float | None = None
     # Default retry policy of this type; a submission's ``retry`` overrides each key.
     retry: dict[str, Any] = field(default_factory=dict)
     permanent_errors: tuple[type[BaseException], ...] = ()
     wants_context: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
-    validator: Callable[[list[Any], dict[str, Any]], dict[str, list[str]]] | None = None
+    # Submit-time check of a call's values: (args, kwargs, settings or None) -> field errors.
+    validator: Callable[[list[Any], dict[str, Any], Any], dict[str, list[str]]] | None = None
     # JSON Schema of kwargs whose values ``validator`` checks, for the OpenAPI document.
-    param_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    param_schemas: dict[str, Any] = field(default_factory=dict)  # a schema, or settings -> schema
     # JSON Schema ANDed into the kwargs object (rules across kwargs that ``validator`` checks).
     kwargs_schema: dict[str, Any] = field(default_factory=dict)
 
-    def check_call(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, list[str]]:
-        """Field errors that would make this call fail for sure; empty when it may run."""
+    def check_call(
+        self, args: list[Any], kwargs: dict[str, Any], settings: Any = None
+    ) -> dict[str, list[str]]:
+        """Field errors that would make this call fail for sure; empty when it may run.
+
+        ``settings`` (the API's) reach the type's validator, e.g. for the outbound URL policy.
+        """
         if "ctx" in kwargs:
             return {"kwargs.ctx": ["is reserved"]}
         # Whether a call binds depends only on how many args and which keyword names it has.
@@ -76,7 +85,7 @@ class TaskType:
                 self._misfits[shape] = misfit
         if misfit:
             return {"kwargs": [misfit]}
-        return self.validator(args, kwargs) if self.validator else {}
+        return self.validator(args, kwargs, settings) if self.validator else {}
 
     @functools.cached_property
     def signature(self) -> inspect.Signature:
@@ -96,6 +105,7 @@ class TaskType:
             "description": self.description,
             "queue": self.queue,
             "max_retries": self.max_retries,
+            "timeout": self.timeout,
             "retry": self.retry,
             "parameters": self.parameters,
         }
@@ -112,19 +122,21 @@ def task_type(
     *,
     queue: str | None = None,
     max_retries: int | None = None,
+    timeout: float | None = None,
     backoff: float | None = None,
     backoff_max: float | None = None,
     jitter: bool | None = None,
     permanent_errors: Iterable[type[BaseException]] = (),
     parameters: dict[str, str] | None = None,
-    validator: Callable[[list[Any], dict[str, Any]], dict[str, list[str]]] | None = None,
-    param_schemas: dict[str, dict[str, Any]] | None = None,
+    validator: Callable[[list[Any], dict[str, Any], Any], dict[str, list[str]]] | None = None,
+    param_schemas: dict[str, Any] | None = None,
     kwargs_schema: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the task type ``name`` (an ``area.verb`` name).
 
     The function receives the task's ``args`` and ``kwargs``; if it declares a keyword-only
-    parameter ``ctx`` it also receives a :class:`TaskContext`.
+    parameter ``ctx`` it also receives a :class:`TaskContext`. ``timeout`` is the default time
+    limit of its attempts (seconds; the ``default_task_timeout`` setting when None).
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,6 +153,7 @@ def task_type(
             description=(inspect.getdoc(fn) or "").split("\n")[0],
             queue=queue,
             max_retries=max_retries,
+            timeout=timeout,
             retry={
                 key: value
                 for key, value in (

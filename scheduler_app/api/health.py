@@ -19,6 +19,7 @@ class TaskTypeSchema(Schema):
     description = fields.String()
     queue = fields.String(allow_none=True)
     max_retries = fields.Integer(allow_none=True)
+    timeout = fields.Float(allow_none=True, metadata={"description": "default time limit, s"})
     retry = fields.Dict(metadata={"description": "default retry policy of the type"})
     parameters = fields.Dict(keys=fields.String(), values=fields.String())
 

@@ -47,7 +47,7 @@ class SchemaRules(BasePlugin):
         return dict(getattr(meta, "openapi", None) or {}) or None
 
 
-def call_variants(ttype: TaskType) -> list[dict[str, Any]]:
+def call_variants(ttype: TaskType, settings: Any = None) -> list[dict[str, Any]]:
     """JSON Schemas of ``{task, args, kwargs}`` for every way a call binds the type's signature.
 
     One variant per number of positional ``args``: the parameters they fill may not be named in
@@ -64,7 +64,10 @@ def call_variants(ttype: TaskType) -> list[dict[str, Any]]:
     ]
     var_args = any(p.kind is _P.VAR_POSITIONAL for p in params)
     var_kwargs = any(p.kind is _P.VAR_KEYWORD for p in params)
-    documented = ttype.param_schemas
+    documented = {
+        name: schema(settings) if callable(schema) else schema
+        for name, schema in ttype.param_schemas.items()
+    }
     variants = []
     for count in range(len(positional) + 1):
         taken = {p.name for p in positional[:count]}
@@ -105,18 +108,20 @@ def call_variants(ttype: TaskType) -> list[dict[str, Any]]:
 
 
 def document_registry(
-    spec: APISpec, queues: Iterable[str], types: Mapping[str, TaskType], schemas: Iterable[str]
+    spec: APISpec, settings: Any, types: Mapping[str, TaskType], schemas: Iterable[str]
 ) -> None:
-    """Constrain the named task-submission components to this deployment's queues and types."""
+    """Constrain the named task-submission components to this deployment's settings (queues,
+    time limits) and task types."""
     components = spec.components.schemas
     components.setdefault(JSON_VALUE, JSON_VALUE_SCHEMA)
-    variants = [v for name in sorted(types) for v in call_variants(types[name])]
+    variants = [v for name in sorted(types) for v in call_variants(types[name], settings)]
     for name in schemas:
         definition = components.get(name)
         if definition is None:
             continue
         properties = definition["properties"]
-        properties["queue"] = {**properties["queue"], "enum": list(queues)}
+        properties["queue"] = {**properties["queue"], "enum": list(settings.queues)}
+        properties["timeout"] = {**properties["timeout"], "maximum": settings.max_task_timeout}
         properties["task"] = {**properties["task"], "enum": sorted(types)}
         properties["args"] = {"type": "array", "items": _ANY}
         properties["kwargs"] = {

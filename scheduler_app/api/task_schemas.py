@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from flask import current_app, has_app_context
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 from webargs.fields import DelimitedList
 
 from scheduler_app import limits as L
@@ -11,12 +12,13 @@ from scheduler_app.api.fields import (
     JsonList,
     JsonObject,
     StrictBoolean,
-    WholeNumber,
     Text,
     UtcDateTime,
+    WholeNumber,
     email_address,
     http_url,
 )
+from scheduler_app.services.outbound.policy import OutboundRefusedError, policy_for
 from scheduler_app.services.pagination import CURSOR_PATTERN
 from scheduler_app.states import TaskStatus
 
@@ -47,6 +49,15 @@ class NotifySchema(Schema):
     def _has_target(self, data, **_):
         if not data.get("webhook") and not data.get("email"):
             raise ValidationError("give a webhook URL or an email address", "webhook")
+
+    @validates("webhook")
+    def _webhook_allowed(self, value, **_):
+        # The outbound URL policy of the serving app (the strict one outside an app).
+        settings = current_app.extensions["scheduler"].settings if has_app_context() else None
+        try:
+            policy_for(settings).check_url(value)
+        except (OutboundRefusedError, ValueError) as exc:
+            raise ValidationError(str(exc)) from None
 
 
 class TaskCreateSchema(Schema):

@@ -133,6 +133,7 @@ class Executor:
                 worker=worker,
                 request_id=claimed.request_id,
                 counters=self.counters,
+                settings=self.settings,
             )
         try:
             result = ttype.fn(*(claimed.args or []), **kwargs)

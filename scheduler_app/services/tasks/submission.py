@@ -61,12 +61,17 @@ def build_row(
         errors[prefix + "task"] = [f"unknown task type {body['task']!r}; see /api/v1/task-types"]
     else:
         for name, messages in ttype.check_call(
-            body.get("args") or [], body.get("kwargs") or {}
+            body.get("args") or [], body.get("kwargs") or {}, settings
         ).items():
             errors[prefix + name] = messages
     queue = body.get("queue") or (ttype.queue if ttype else None) or settings.default_queue
     if queue not in settings.queues:
         errors[prefix + "queue"] = [f"unknown queue {queue!r}; known: {list(settings.queues)}"]
+    timeout = body.get("timeout")
+    if timeout is not None and timeout > settings.max_task_timeout:
+        errors[prefix + "timeout"] = [
+            f"must be at most {settings.max_task_timeout:g} seconds (max_task_timeout)"
+        ]
     run_at = _run_at(body, now)
     expires_at = body.get("expires_at")
     if expires_at is not None:
@@ -101,7 +106,11 @@ def build_row(
         "backoff": retry["backoff"],
         "backoff_max": max(retry["backoff_max"], retry["backoff"]),
         "jitter": retry["jitter"],
-        "timeout": body.get("timeout"),
+        # Every attempt has a time limit: the task's own, else its type's, else the default.
+        "timeout": min(
+            timeout or (ttype.timeout if ttype else None) or settings.default_task_timeout,
+            settings.max_task_timeout,
+        ),
         "run_at": run_at,
         "expires_at": expires_at,
         "dispatched_at": now if published else None,

@@ -1,0 +1,1 @@
+"""Outbound HTTP (http.request, webhooks): the URL policy and the client that enforces it."""
