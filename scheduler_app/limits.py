@@ -27,10 +27,28 @@ ERROR_TYPE_MAX = 200
 
 URL_MAX = 2048  # characters of an outbound URL (http.request, webhooks)
 # The outbound URLs the API takes, as one pattern that the OpenAPI document states and the API
-# applies (no userinfo, no IPv6 literal, a port up to 65535, printable ASCII after the host).
+# applies (a host name, IPv4 or bracketed IPv6 address, no userinfo, a port up to 65535,
+# printable ASCII after the host).
 _LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-HTTP_URL_PATTERN = f"^https?://{_LABEL}(?:\\.{_LABEL})*(?::{_PORT})?(?:[/?#][!-~]*)?$"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_V4 = f"(?:{_OCTET}\\.){{3}}{_OCTET}"
+_H = "[0-9A-Fa-f]{1,4}"
+_V6 = "|".join(
+    [
+        f"(?:{_H}:){{7}}{_H}",
+        f"(?:{_H}:){{1,7}}:",
+        f"(?:{_H}:){{1,6}}:{_H}",
+        *(f"(?:{_H}:){{1,{5 - n}}}(?::{_H}){{1,{n + 2}}}" for n in range(5)),
+        f"{_H}:(?::{_H}){{1,6}}",
+        f":(?:(?::{_H}){{1,7}}|:)",
+        f"(?:{_H}:){{6}}{_V4}",
+        f"::(?:[Ff]{{4}}(?::0{{1,4}})?:)?{_V4}",
+        f"(?:{_H}:){{1,4}}:{_V4}",
+    ]
+)
+_HOST = f"(?:{_LABEL}(?:\\.{_LABEL})*|\\[(?:{_V6})\\])"
+HTTP_URL_PATTERN = f"^https?://{_HOST}(?::{_PORT})?(?:[/?#][!-~]*)?$"
 EMAIL_PATTERN = f"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\\.{_LABEL})+$"
 
 

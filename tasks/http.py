@@ -62,12 +62,12 @@ def validate(args: list[Any], kwargs: dict[str, Any], settings: Any = None) -> d
     errors: dict[str, list[str]] = {}
     url = call.get("url")
     try:
-        if isinstance(url, str) and (len(url) > limits.URL_MAX or not _URL.fullmatch(url)):
+        policy_for(settings).check_url(url)  # a refusal says why, before the format does
+        if len(url) > limits.URL_MAX or not _URL.fullmatch(url):
             raise ValueError(
                 "url must be an absolute http:// or https:// URL of a host name or IPv4 "
                 f"address, without user info, at most {limits.URL_MAX} characters"
             )
-        policy_for(settings).check_url(url)
     except (OutboundRefusedError, ValueError) as exc:
         errors["kwargs.url"] = [str(exc)]
     method = call.get("method")

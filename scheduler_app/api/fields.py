@@ -100,11 +100,6 @@ class Matching(fields.String):
         return text
 
 
-def http_url(**kwargs: Any) -> Matching:
-    """An absolute http(s) URL (``limits.HTTP_URL_PATTERN``)."""
-    return Matching(limits.HTTP_URL_PATTERN, limits.URL_MAX, **kwargs)
-
-
 def email_address(**kwargs: Any) -> Matching:
     """An email address (``limits.EMAIL_PATTERN``)."""
     return Matching(limits.EMAIL_PATTERN, 254, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import current_app, has_app_context
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 from webargs.fields import DelimitedList
@@ -16,13 +18,13 @@ from scheduler_app.api.fields import (
     UtcDateTime,
     WholeNumber,
     email_address,
-    http_url,
 )
 from scheduler_app.services.outbound.policy import OutboundRefusedError, policy_for
 from scheduler_app.services.pagination import CURSOR_PATTERN
 from scheduler_app.states import TaskStatus
 
 NAME = validate.Length(min=1, max=L.TASK_NAME_MAX)
+HTTP_URL = re.compile(L.HTTP_URL_PATTERN)
 NOTIFY_EVENTS = ["succeeded", "failed", "cancelled"]
 
 
@@ -35,7 +37,10 @@ class RetrySchema(Schema):
 
 
 class NotifySchema(Schema):
-    webhook = http_url()
+    # The pattern is checked after the outbound policy (whose refusal says more): _webhook_allowed.
+    webhook = fields.String(
+        validate=validate.Length(max=L.URL_MAX), metadata={"pattern": L.HTTP_URL_PATTERN}
+    )
     email = email_address()
     on = fields.List(
         fields.String(validate=validate.OneOf(NOTIFY_EVENTS)),
@@ -58,6 +63,10 @@ class NotifySchema(Schema):
             policy_for(settings).check_url(value)
         except (OutboundRefusedError, ValueError) as exc:
             raise ValidationError(str(exc)) from None
+        if not HTTP_URL.fullmatch(value):
+            raise ValidationError(
+                "must be an absolute http(s) URL of a host name or an IP address, without user info"
+            )
 
 
 class TaskCreateSchema(Schema):
