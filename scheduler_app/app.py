@@ -15,7 +15,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from scheduler_app.api import auth, content, dead_letters, docs, health, tasks
+from scheduler_app.api import auth, clients, content, dead_letters, docs, health, tasks
 from scheduler_app.api.jsonio import FastJSONProvider
 from scheduler_app.api.openapi import SchemaRules, document_registry
 from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
@@ -87,14 +87,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         redis=broker,
         types=types,
         tasks=task_service,
-        clients=ClientService(sessions, broker),
+        clients=ClientService(sessions, broker, settings),
         dead_letters=DeadLetterService(sessions, task_service),
         dispatcher=dispatcher,
     )
 
     init_jwt(app)
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [SchemaRules()]})
-    for module in (health, auth, tasks, dead_letters):
+    for module in (health, auth, clients, tasks, dead_letters):
         api.register_blueprint(module.blp)
     document_registry(api.spec, settings, types, ["TaskCreate"])
     docs.init_app(app)

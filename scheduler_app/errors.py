@@ -47,5 +47,9 @@ class ValidationFailed(AppError):
     status, code, title = 422, "validation-failed", "Validation failed"
 
 
+class TooManyRequests(AppError):
+    status, code, title = 429, "too-many-requests", "Too many requests"
+
+
 class ServiceUnavailable(AppError):
     status, code, title = 503, "service-unavailable", "Service unavailable"

@@ -1,25 +1,44 @@
-"""/api/v1/auth: client credentials for tokens; refresh; revoke. /api/v1/clients (admin)."""
+"""/api/v1/auth: client credentials for tokens; refresh; revoke."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import current_app
+from flask import current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import create_access_token, create_refresh_token
 from marshmallow import Schema, fields, validate
 
 from scheduler_app.api.blueprint import Blueprint
 from scheduler_app.api.fields import Text
-from scheduler_app.api.security import BEARER, require, token_claims
-from scheduler_app.services.clients.principal import Role
+from scheduler_app.api.security import BEARER, problem_response, require, token_claims
+from scheduler_app.errors import Unauthorized
 
-blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Authentication and clients")
+blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Authentication")
+
+CLIENT_ID_MAX = 64  # clients.client_id
+SECRET_MAX = 200
+
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds until a login is accepted again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
 class TokenRequestSchema(Schema):
-    client_id = Text(required=True, validate=validate.Length(min=1, max=64))
-    client_secret = Text(required=True, validate=validate.Length(min=1, max=200))
+    client_id = Text(
+        required=True,
+        validate=validate.Length(min=1, max=CLIENT_ID_MAX),
+        metadata={"description": "valid Unicode (a lone surrogate is a 400)"},
+    )
+    client_secret = Text(
+        required=True,
+        validate=validate.Length(min=1, max=SECRET_MAX),
+        metadata={"description": "valid Unicode (a lone surrogate is a 400)"},
+    )
 
 
 class TokenSchema(Schema):
@@ -29,34 +48,13 @@ class TokenSchema(Schema):
     expires_in = fields.Integer()
 
 
-class RevokeSchema(Schema):
-    token = fields.String(metadata={"description": "ignored; the bearer token is revoked"})
-
-
-class ClientCreateSchema(Schema):
-    name = Text(required=True, validate=validate.Length(min=1, max=200))
-    role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
-
-
-class ClientSchema(Schema):
-    id = fields.UUID()
-    name = fields.String()
-    client_id = fields.String()
-    role = fields.String()
-    disabled = fields.Boolean()
-    created_at = fields.DateTime()
-
-
-class ClientCreatedSchema(ClientSchema):
-    client_secret = fields.String(metadata={"description": "shown in this response only"})
-
-
 def _ext():
     return current_app.extensions["scheduler"]
 
 
 def issue_tokens(client) -> dict:
-    claims = {"role": client.role}
+    """An access and a refresh token of the client, with its current role and secret."""
+    claims = {"role": client.role, "gen": client.secret_generation}
     identity = str(client.id)
     return {
         "access_token": create_access_token(identity, additional_claims=claims),
@@ -66,58 +64,56 @@ def issue_tokens(client) -> dict:
     }
 
 
-@blp.route("/auth/token")
+def _expiry(claims: dict) -> datetime:
+    return datetime.fromtimestamp(claims["exp"], UTC)
+
+
+@blp.route("/token")
 class Token(MethodView):
     @blp.arguments(TokenRequestSchema)
     @blp.response(200, TokenSchema)
-    @blp.alt_response(401, description="Unknown client or wrong secret")
+    @problem_response(blp, 400, "Not JSON, or credentials that are not valid Unicode")
+    @problem_response(blp, 413, "The body is too large")
+    @problem_response(blp, 401, "Unknown client or wrong secret")
+    @problem_response(
+        blp,
+        429,
+        "Too many failed logins for this client id or from this address",
+        headers=RETRY_AFTER,
+    )
+    @problem_response(blp, 503, "The database is not answering")
     def post(self, body):
         """Exchange client credentials for an access and a refresh token"""
-        client = _ext().clients.authenticate(body["client_id"], body["client_secret"])
+        client = _ext().clients.authenticate(
+            body["client_id"], body["client_secret"], request.remote_addr
+        )
         return issue_tokens(client)
 
 
-@blp.route("/auth/refresh")
+@blp.route("/refresh")
 class Refresh(MethodView):
-    @require(refresh=True)
+    @require(token="refresh")
     @blp.doc(security=BEARER)
     @blp.response(200, TokenSchema)
+    @problem_response(blp, 401, "No valid refresh token, or its client is disabled or deleted")
+    @problem_response(blp, 503, "The database is not answering")
     def post(self):
         """Exchange a refresh token for new tokens (the old refresh token is revoked)"""
         claims = token_claims()
         client = _ext().clients.get_enabled(claims["sub"])
-        _ext().clients.revoke(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
+        if not _ext().clients.revoke(claims["jti"], _expiry(claims)):
+            raise Unauthorized("the token has been revoked")  # exchanged by a concurrent call
         return issue_tokens(client)
 
 
-@blp.route("/auth/revoke")
+@blp.route("/revoke")
 class Revoke(MethodView):
-    @require()
+    @require(token="any")
     @blp.doc(security=BEARER)
     @blp.response(204)
+    @problem_response(blp, 401, "No valid token")
+    @problem_response(blp, 503, "The database is not answering")
     def post(self):
-        """Revoke the bearer token"""
+        """Revoke the bearer token, an access or a refresh token"""
         claims = token_claims()
-        _ext().clients.revoke(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
-
-
-@blp.route("/clients")
-class Clients(MethodView):
-    @require(Role.ADMIN)
-    @blp.doc(security=BEARER)
-    @blp.arguments(ClientCreateSchema)
-    @blp.response(201, ClientCreatedSchema)
-    def post(self, body):
-        """Create an API client; its secret is shown once"""
-        client, secret = _ext().clients.create(body["name"], body["role"])
-        # Raw values: the response schema dumps them, and a second dump of a dumped created_at
-        # (already a string) raised a 500.
-        attributes = {name: getattr(client, name) for name in ClientSchema().fields}
-        return {**attributes, "client_secret": secret}
-
-    @require(Role.ADMIN)
-    @blp.doc(security=BEARER)
-    @blp.response(200, ClientSchema(many=True))
-    def get(self):
-        """List API clients"""
-        return _ext().clients.list()
+        _ext().clients.revoke(claims["jti"], _expiry(claims))
