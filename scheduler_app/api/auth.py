@@ -10,7 +10,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 from marshmallow import Schema, fields, validate
 
 from scheduler_app.api.blueprint import Blueprint
-from scheduler_app.api.fields import Text
+from scheduler_app.api.fields import Credential
 from scheduler_app.api.security import BEARER, problem_response, require, token_claims
 from scheduler_app.errors import Unauthorized
 
@@ -29,12 +29,12 @@ RETRY_AFTER = {
 
 
 class TokenRequestSchema(Schema):
-    client_id = Text(
+    client_id = Credential(
         required=True,
         validate=validate.Length(min=1, max=CLIENT_ID_MAX),
         metadata={"description": "valid Unicode (a lone surrogate is a 400)"},
     )
-    client_secret = Text(
+    client_secret = Credential(
         required=True,
         validate=validate.Length(min=1, max=SECRET_MAX),
         metadata={"description": "valid Unicode (a lone surrogate is a 400)"},

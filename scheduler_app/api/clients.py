@@ -123,7 +123,7 @@ class ClientById(MethodView):
 
     @require(Role.ADMIN)
     @blp.doc(security=BEARER)
-    @blp.arguments(ClientUpdateSchema)
+    @blp.arguments(ClientUpdateSchema, required=False)  # no body: nothing to change
     @blp.response(200, ClientSchema)
     @problem_response(blp, 404, "No such client (or it was deleted)")
     @problem_response(blp, 409, "An admin cannot disable or demote the client it acts as")

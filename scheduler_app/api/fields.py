@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate
+from werkzeug.exceptions import BadRequest
 
 from scheduler_app import limits
 
@@ -81,8 +82,20 @@ class Text(fields.String):
         if any(ord(ch) < 32 for ch in text):
             raise ValidationError("must not contain control characters")
         if not encodable(text):
-            raise ValidationError(SURROGATES)
+            self.not_unicode()
         return text
+
+    def not_unicode(self) -> None:
+        """Refuse text that is not valid Unicode: a field error (422) by default."""
+        raise ValidationError(SURROGATES)
+
+
+class Credential(Text):
+    """A login credential: text that is not valid Unicode is a malformed request (400), as
+    the token endpoint answers before it knows whose credentials they are."""
+
+    def not_unicode(self) -> None:
+        raise BadRequest("the credentials are not valid Unicode (a lone surrogate)")
 
 
 class Matching(fields.String):
@@ -153,7 +166,8 @@ class UtcDateTime(fields.AwareDateTime):
     """An ISO 8601 instant, normalised to UTC; naive values are taken as UTC.
 
     Python parses UTC offsets up to ±23:59 but PostgreSQL refuses those beyond ±15:59, so the
-    value goes on in UTC; an instant a ``datetime`` cannot hold in UTC is a field error.
+    value goes on in UTC. An instant before year 1 or after 9999 in UTC (valid ISO 8601, e.g.
+    ``0001-01-01T00:00:00+01:00``) is taken as the first or last instant a datetime holds.
     """
 
     def __init__(self, **kwargs: Any):
@@ -163,5 +177,6 @@ class UtcDateTime(fields.AwareDateTime):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         try:
             return parsed.astimezone(UTC)
-        except OverflowError as exc:
-            raise ValidationError("must be between years 1 and 9999 in UTC") from exc
+        except OverflowError:
+            edge = datetime.min if parsed.year == 1 else datetime.max
+            return edge.replace(tzinfo=UTC)

@@ -68,7 +68,8 @@ def loads_body(data: bytes | str) -> Any:
         try:
             data = data.decode()
         except UnicodeDecodeError as exc:
-            raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", "", exc.start) from exc
+            # doc must not be "": webargs reads an empty doc as "no body"
+            raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", "<bytes>", exc.start) from exc
     try:
         return json.loads(data)
     except json.JSONDecodeError:
