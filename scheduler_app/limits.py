@@ -47,7 +47,10 @@ _V6 = "|".join(
         f"(?:{_H}:){{1,4}}:{_V4}",
     ]
 )
-_HOST = f"(?:{_LABEL}(?:\\.{_LABEL})*|\\[(?:{_V6})\\])"
+# A name's last label starts with a letter: one ending in a number is meant as an IPv4
+# address (the WHATWG URL rule), which must then be a dotted quad.
+_TOP = "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = f"(?:(?:{_LABEL}\\.)*{_TOP}|{_V4}|\\[(?:{_V6})\\])"
 HTTP_URL_PATTERN = f"^https?://{_HOST}(?::{_PORT})?(?:[/?#][!-~]*)?$"
 EMAIL_PATTERN = f"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\\.{_LABEL})+$"
 
