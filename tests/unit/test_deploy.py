@@ -34,8 +34,8 @@ EXAMPLES = ["default", "existing-secret", "monitoring"]  # helm/scheduler/ci/NAM
 # The product's process commands: compose and the chart must run exactly these.
 COMMANDS = {
     "migrate": ["python", "manage.py", "migrate"],
-    "api": ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4",
-            "--graceful-timeout", "30", "scheduler_app.wsgi:app"],
+    "api": ["gunicorn", "-c", "python:scheduler_app.gunicorn_conf", "--bind", "0.0.0.0:8000",
+            "scheduler_app.wsgi:app"],
     "worker": ["celery", "-A", "tasks.worker", "worker", "--loglevel", "INFO",
                "--concurrency", "4", "-Q", "default,high,low"],
     "scheduler": ["python", "manage.py", "scheduler"],
