@@ -413,6 +413,24 @@ def test_chart_components_keep_their_contract() -> None:
     assert config_map["data"]["SCHEDULER_PROFILE"] == "production"
 
 
+def test_metrics_token_reaches_the_api_and_the_service_monitor() -> None:
+    """secrets.metricsToken is in the Secret, the API reads it, the ServiceMonitor sends it."""
+    docs = rendered("monitoring")
+    (secret,) = [doc for doc in docs if doc["kind"] == "Secret" and "hook" not in str(doc)]
+    assert "SCHEDULER_METRICS_TOKEN" in secret["data"]
+    api = find(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+    (token,) = [item for item in api["env"] if item["name"] == "SCHEDULER_METRICS_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    (monitor,) = [doc for doc in docs if is_custom_resource(doc)]
+    credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert credentials == {"name": secret["metadata"]["name"], "key": "SCHEDULER_METRICS_TOKEN"}
+    # Without a token, /metrics stays open and the ServiceMonitor sends nothing.
+    chart_values = values("monitoring")
+    del chart_values["secrets"]["metricsToken"]
+    (plain,) = [doc for doc in render(chart_values) if is_custom_resource(doc)]
+    assert "authorization" not in plain["spec"]["endpoints"][0]
+
+
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_every_pod_runs_as_non_root_with_resources(example: str) -> None:
     kinds = {"Deployment", "Job"}
