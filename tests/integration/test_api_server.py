@@ -227,3 +227,42 @@ def test_longest_urls_the_api_accepts_fit_gunicorns_request_line(server, submitt
     assert len(line) + len("&cursor=") + L.CURSOR_MAX < limit_request_line / 2
     response = requests.get(f"{server.url}/api/v1/tasks?{query}", headers=submitter, timeout=5)
     assert response.status_code == 200, response.text
+
+
+# --- Prometheus multiprocess mode under the config ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_workers(process_env, logdir, tmp_path_factory) -> Iterator[ApiServer]:
+    multiproc = tmp_path_factory.mktemp("prometheus-multiproc")
+    env = {**process_env, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    api = ApiServer(env, logdir, workers=2).start()
+    yield api
+    api.stop()
+
+
+def _healthz_count(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("scheduler_api_http_request_duration_seconds_count{") and (
+            'url_rule="/healthz"' in line and 'status="200"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_add_up_every_worker_process(two_workers):
+    """With PROMETHEUS_MULTIPROC_DIR, whichever process answers /metrics counts every
+    process's requests (each request below comes on a connection of its own)."""
+    before = _healthz_count(requests.get(f"{two_workers.url}/metrics", timeout=5).text)
+    pids = set()
+    for _ in range(40):
+        with requests.Session() as fresh:
+            assert fresh.get(f"{two_workers.url}/healthz", timeout=5).status_code == 200
+    for line in two_workers.process.log().splitlines():
+        if "Booting worker with pid" in line:
+            pids.add(line.rsplit(" ", 1)[1])
+    assert len(pids) == 2
+    counts = {
+        _healthz_count(requests.get(f"{two_workers.url}/metrics", timeout=5).text) for _ in range(6)
+    }
+    assert counts == {before + 40}, counts
