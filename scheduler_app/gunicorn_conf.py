@@ -16,9 +16,9 @@ import uuid
 from typing import Any
 
 # An event loop per process: a client that trickles its headers or body holds a greenlet, not
-# one of a few threads, so 50 stalled connections cannot starve /healthz (16 threads fell to
-# 10). psycopg2 yields to the loop through the wait callback of scheduler_app.db.bound_waits,
-# which create_app installs once gevent has patched the process.
+# one of a few threads, so 50 stalled connections cannot starve /healthz (with 4 threads per
+# process, ten were enough). psycopg2 yields to the loop through the wait callback of
+# scheduler_app.db.bound_waits, which create_app installs once gevent has patched the process.
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 # Open connections per process; past it the process stops accepting until one closes.
