@@ -51,7 +51,7 @@ migrate: install ## Apply migrations (SCHEDULER_DATABASE_URL, else the running m
 	$(PY) manage.py migrate
 
 api: install ## Run the API with gunicorn on $(PORT)
-	$(VENV)/bin/gunicorn --bind 127.0.0.1:$(PORT) --workers 4 --threads 4 scheduler_app.wsgi:app
+	$(VENV)/bin/gunicorn -c python:scheduler_app.gunicorn_conf --bind 127.0.0.1:$(PORT) scheduler_app.wsgi:app
 
 worker: install ## Run a worker on the default, high and low queues
 	REMAP_SIGTERM=SIGQUIT $(VENV)/bin/celery -A tasks.worker worker -l INFO -Q default,high,low

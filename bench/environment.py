@@ -1,8 +1,8 @@
 """Everything one bench run stands on: services, the platform's processes and the raw baseline's.
 
-Ours runs as in production (``SCHEDULER_PROFILE=production``, gunicorn ``--workers 4 --threads
-4`` as the Dockerfile, docker-compose and the Helm chart run it, a prefork worker and the
-scheduler); raw Celery uses the same redis-server in databases of
+Ours runs as in production (``SCHEDULER_PROFILE=production``, gunicorn with
+``scheduler_app/gunicorn_conf.py`` as the Dockerfile, docker-compose and the Helm chart run it, a
+prefork worker and the scheduler); raw Celery uses the same redis-server in databases of
 its own, so neither side's keys (kombu's ``unacked`` hash above all) reach the other's scans.
 """
 
@@ -37,10 +37,11 @@ OURS_QUEUE = "default"
 RAW_QUEUE = "raw"
 # Where ours is configured, the scheduler's look-ahead and priority steps, per its settings.
 OURS_QUEUES = "default,high,low,sink"
-# The API's production server settings (docker/Dockerfile, docker-compose, the Helm chart), given
-# to the bare endpoint too. BENCH_GUNICORN overrides them for both sides, e.g. "--workers 2
-# --threads 4" (bench/README.md has the figures of both).
-GUNICORN_SETTINGS = tuple(os.environ.get("BENCH_GUNICORN", "--workers 4 --threads 4").split())
+# The API's production server settings are scheduler_app/gunicorn_conf.py (what docker/Dockerfile,
+# docker-compose and the Helm chart run), given to the bare endpoint too. BENCH_GUNICORN adds
+# flags that override them for both sides, e.g. "--workers 2" or "--worker-class gthread
+# --threads 4" (the settings before the gevent workers).
+GUNICORN_SETTINGS = tuple(os.environ.get("BENCH_GUNICORN", "").split())
 
 
 def gunicorn_argv(port: int, wsgi: str) -> list[str]:
@@ -49,6 +50,8 @@ def gunicorn_argv(port: int, wsgi: str) -> list[str]:
         sys.executable,
         "-m",
         "gunicorn",
+        "-c",
+        "python:scheduler_app.gunicorn_conf",
         "--bind",
         f"127.0.0.1:{port}",
         *GUNICORN_SETTINGS,

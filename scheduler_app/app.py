@@ -11,17 +11,19 @@ from typing import Any
 import redis
 from flask import Flask, g, request
 from flask.sessions import SessionInterface
-from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from scheduler_app.api import auth, clients, content, dead_letters, docs, health, tasks
+from scheduler_app.api.body_limit import BodyLimit, refuse_large_bodies
 from scheduler_app.api.jsonio import FastJSONProvider
+from scheduler_app.api.metrics import init_metrics
 from scheduler_app.api.openapi import SchemaRules, document_registry
 from scheduler_app.api.problems import ProblemApi, problem, register_error_handlers
 from scheduler_app.api.security import init_jwt
 from scheduler_app.config import Settings, load_settings
-from scheduler_app.db import make_engine, make_session_factory
+from scheduler_app.db import bound_waits, make_engine, make_session_factory
 from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_app
 from scheduler_app.services.clients.service import ClientService
@@ -75,7 +77,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
             }
         },
     )
-    engine = make_engine(settings)
+    # A hung database costs a request a bounded wait and a 503, never a stuck worker.
+    bound_waits(settings.db_connect_timeout, settings.db_statement_timeout)
+    engine = make_engine(settings, statement_timeout=settings.db_statement_timeout)
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(make_producer_app(settings))
     types = load_task_modules(settings.task_modules)
@@ -101,8 +105,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     register_error_handlers(app)
 
     @app.errorhandler(OperationalError)
-    def _database_down(exc: OperationalError):
-        app.logger.error("database unavailable: %s", exc.orig)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    # The pool raises the driver's own error when a connection cannot be made at checkout.
+    @app.errorhandler(engine.dialect.loaded_dbapi.OperationalError)
+    def _database_down(exc: Exception):
+        # PoolTimeout: every pooled connection is taken (by requests waiting on the database).
+        app.logger.error("database unavailable: %s", getattr(exc, "orig", None) or exc)
         return problem(
             503,
             "Service unavailable",
@@ -114,9 +123,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     # A token API has no cookie sessions: Flask would otherwise build a signing serializer to
     # look for one on every request.
     app.session_interface = _NoSessions()
-    PrometheusMetrics(app, path="/metrics", group_by="url_rule", defaults_prefix="scheduler_api")
+    init_metrics(app, settings)
     _request_ids(app)
-    content.init_app(app)
+    # After the request id is taken, so that the 413 names it; on every endpoint.
+    app.before_request(refuse_large_bodies)
+    app.wsgi_app = BodyLimit(app.wsgi_app, settings.max_body_bytes)
+    content.init_app(app)  # then 415 for a body that is not JSON
     return app
 
 

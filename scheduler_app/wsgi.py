@@ -1,4 +1,5 @@
-"""WSGI entry point: ``gunicorn scheduler_app.wsgi:app``."""
+"""WSGI entry point: ``gunicorn -c python:scheduler_app.gunicorn_conf scheduler_app.wsgi:app``
+(the server's settings live in scheduler_app/gunicorn_conf.py)."""
 
 import gc
 

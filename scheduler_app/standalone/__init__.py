@@ -200,8 +200,8 @@ def _children(
         ChildSpec(
             "api",
             [
-                *(python, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", "2"),
-                *("--threads", "4", "--graceful-timeout", "20"),
+                *(python, "-m", "gunicorn", "-c", "python:scheduler_app.gunicorn_conf"),
+                *("--bind", f"{HOST}:{port}", "--workers", "2", "--graceful-timeout", "20"),
                 # Its control socket would default to ~/.gunicorn, shared with any other gunicorn.
                 "--no-control-socket",
                 "scheduler_app.wsgi:app",

@@ -34,8 +34,8 @@ EXAMPLES = ["default", "existing-secret", "monitoring"]  # helm/scheduler/ci/NAM
 # The product's process commands: compose and the chart must run exactly these.
 COMMANDS = {
     "migrate": ["python", "manage.py", "migrate"],
-    "api": ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4",
-            "--graceful-timeout", "30", "scheduler_app.wsgi:app"],
+    "api": ["gunicorn", "-c", "python:scheduler_app.gunicorn_conf", "--bind", "0.0.0.0:8000",
+            "scheduler_app.wsgi:app"],
     "worker": ["celery", "-A", "tasks.worker", "worker", "--loglevel", "INFO",
                "--concurrency", "4", "-Q", "default,high,low"],
     "scheduler": ["python", "manage.py", "scheduler"],
@@ -411,6 +411,24 @@ def test_chart_components_keep_their_contract() -> None:
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     (config_map,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
     assert config_map["data"]["SCHEDULER_PROFILE"] == "production"
+
+
+def test_metrics_token_reaches_the_api_and_the_service_monitor() -> None:
+    """secrets.metricsToken is in the Secret, the API reads it, the ServiceMonitor sends it."""
+    docs = rendered("monitoring")
+    (secret,) = [doc for doc in docs if doc["kind"] == "Secret" and "hook" not in str(doc)]
+    assert "SCHEDULER_METRICS_TOKEN" in secret["data"]
+    api = find(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+    (token,) = [item for item in api["env"] if item["name"] == "SCHEDULER_METRICS_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    (monitor,) = [doc for doc in docs if is_custom_resource(doc)]
+    credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert credentials == {"name": secret["metadata"]["name"], "key": "SCHEDULER_METRICS_TOKEN"}
+    # Without a token, /metrics stays open and the ServiceMonitor sends nothing.
+    chart_values = values("monitoring")
+    del chart_values["secrets"]["metricsToken"]
+    (plain,) = [doc for doc in render(chart_values) if is_custom_resource(doc)]
+    assert "authorization" not in plain["spec"]["endpoints"][0]
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

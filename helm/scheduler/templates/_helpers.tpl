@@ -74,6 +74,9 @@ time instead of in a crash-looping pod.
     "SCHEDULER_BROKER_URL" (required "secrets.brokerUrl is required (redis://...)" $s.brokerUrl)
     "FLOWER_USER" (required "secrets.flowerUser is required" $s.flowerUser)
     "FLOWER_PASSWORD" (required "secrets.flowerPassword is required" $s.flowerPassword) }}
+{{- if $s.metricsToken }}
+{{- $_ := set $data "SCHEDULER_METRICS_TOKEN" $s.metricsToken }}
+{{- end }}
 {{- range $key, $value := $data }}
 {{- $_ := set $data $key (toString $value | b64enc) }}
 {{- end }}

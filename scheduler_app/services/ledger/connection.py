@@ -26,6 +26,9 @@ import psycopg2
 import psycopg2.errors
 from sqlalchemy.engine import make_url
 
+from scheduler_app.config import Settings
+from scheduler_app.db import connect_options
+
 log = logging.getLogger(__name__)
 
 # How the workers' ledger connections name themselves in pg_stat_activity.
@@ -124,8 +127,12 @@ class LedgerConnection:
         *,
         application_name: str = WORKER_APPLICATION_NAME,
         synchronous_commit: bool = True,
+        connect_timeout: float = Settings.db_connect_timeout,
     ) -> None:
-        self.kwargs = connect_kwargs(database_url)
+        given = connect_kwargs(database_url)
+        # Connecting to a hung server fails after connect_timeout instead of waiting forever;
+        # keepalives end a link to a server that vanished. Options in the URL win.
+        self.kwargs = {**connect_options(connect_timeout), **given}
         self.kwargs["application_name"] = application_name
         if not synchronous_commit:
             options = self.kwargs.get("options", "")
