@@ -110,6 +110,7 @@ class Environment:
         self.ours_api_port = free_port()
         self.bare_api_port = free_port()
         self.secret = secrets.token_urlsafe(36)
+        self.jwt_secret = secrets.token_urlsafe(36)  # production refuses one secret for both
         self.token: str | None = None
         self._db_created = False
 
@@ -188,7 +189,7 @@ class Environment:
             SCHEDULER_DATABASE_URL=self.db.url,
             SCHEDULER_BROKER_URL=self.redis.url_of(OURS_DB),
             SCHEDULER_SECRET_KEY=self.secret,
-            SCHEDULER_JWT_SECRET=self.secret,
+            SCHEDULER_JWT_SECRET=self.jwt_secret,
             SCHEDULER_QUEUES=OURS_QUEUES,
             PYTHONUNBUFFERED="1",
             **extra,
@@ -245,7 +246,7 @@ class Environment:
                 "database_url": self.db.url,
                 "broker_url": self.redis.url_of(OURS_DB),
                 "secret_key": self.secret,
-                "jwt_secret": self.secret,
+                "jwt_secret": self.jwt_secret,
                 "queues": OURS_QUEUES,
             },
             environ={},

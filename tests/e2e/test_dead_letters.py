@@ -112,10 +112,15 @@ def test_dead_letter_endpoints_error_codes(api, submitter, operator, worker, wai
     assert api.get(f"/api/v1/dlq/{unknown}", headers=operator).status_code == 404
     assert api.post(f"/api/v1/dlq/{unknown}/replay", headers=operator).status_code == 404
     assert api.delete(f"/api/v1/dlq/{unknown}", headers=operator).status_code == 404
+    neither = api.post("/api/v1/dlq/replay", json={"dry_run": True}, headers=operator)
+    assert neither.status_code == 422 and "ids" in neither.json["errors"]
+    # ids and a filter together: the ids the filter matches (none here)
     both = api.post(
-        "/api/v1/dlq/replay", json={"ids": [str(unknown)], "filter": {}}, headers=operator
+        "/api/v1/dlq/replay",
+        json={"ids": [str(unknown)], "filter": {}, "dry_run": True},
+        headers=operator,
     )
-    assert both.status_code == 422 and "ids" in both.json["errors"]
+    assert both.status_code == 200 and both.json["count"] == 0
     assert api.post("/api/v1/dlq/purge", json={}, headers=operator).status_code == 422
     assert api.get("/api/v1/dlq?limit=0", headers=operator).status_code == 422
     task = _fail(api, submitter, wait_status, message="delete-me")

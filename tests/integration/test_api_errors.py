@@ -150,7 +150,9 @@ def test_timestamp_filter_with_a_far_utc_offset_is_not_a_server_error(api, opera
 
 
 @pytest.mark.parametrize("param", ["created_after", "since"])
-def test_timestamp_filter_outside_the_utc_calendar_is_422(api, operator, assert_problem, param):
+def test_timestamp_filter_outside_the_utc_calendar_is_the_calendars_edge(api, operator, param):
+    """Valid ISO 8601 before year 1 in UTC (the document's date-time allows it): the earliest
+    instant, so everything is after it (a 422 before the OpenAPI document said what it takes)."""
     path = "/api/v1/tasks" if param == "created_after" else "/api/v1/dlq"
     response = api.get(path, query_string={param: "0001-01-01T00:00:00+05:00"}, headers=operator)
-    assert_problem(response, 422, param)
+    assert response.status_code == 200, response.get_data()[:300]

@@ -223,8 +223,8 @@ def test_longest_urls_the_api_accepts_fit_gunicorns_request_line(server, submitt
         ]
     )
     line = f"GET /api/v1/tasks?{query} HTTP/1.1"
-    # A cursor (not made up here: it must be one the API issued) adds at most this much.
-    assert len(line) + len("&cursor=") + L.CURSOR_MAX < limit_request_line / 2
+    # A cursor is "<at most 17 digits>_<32 hex digits>" (services/pagination.py).
+    assert len(line) + len("&cursor=") + 17 + 1 + 32 < limit_request_line / 2
     response = requests.get(f"{server.url}/api/v1/tasks?{query}", headers=submitter, timeout=5)
     assert response.status_code == 200, response.text
 

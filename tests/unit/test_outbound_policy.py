@@ -203,7 +203,10 @@ def test_http_request_url_is_checked_at_submission_under_the_apps_profile(http_r
     for url in ("http://0x7f000001/", "http://[::ffff:127.0.0.1]:6379/", "http://localhost/"):
         errors = http_request.check_call([], {"url": url}, production)
         assert errors["kwargs.url"] == ["refused by the outbound policy: loopback address"]
+    for url in ("http://127.0.0.1/", "http://[::ffff:127.0.0.1]:6379/", "http://localhost/"):
         assert http_request.check_call([], {"url": url}, development) == {}
+    # Allowed by the policy in development, but not a spelling the API documents: a dotted quad.
+    assert "kwargs.url" in http_request.check_call([], {"url": "http://0x7f000001/"}, development)
     positional = http_request.check_call(["http://169.254.169.254/latest"], {}, development)
     assert "cloud metadata" in positional["kwargs.url"][0]
 
