@@ -171,6 +171,18 @@ def test_overlap_buffer_one_keeps_one_slot_until_the_previous_task_ends(app, ser
     assert [r.status for r in _runs(app, schedule.id)] == ["fired", "fired", "skipped"]
 
 
+def test_schedules_of_a_disabled_owner_are_skipped(app, service, owner, clock):
+    t0 = clock.at
+    schedule = _interval(service, owner, overlap="allow")
+    clients = app.extensions["scheduler"].clients
+    with clients.sessions() as session, session.begin():
+        session.execute(text("UPDATE clients SET disabled = true WHERE id = :id"), {"id": owner.id})
+    service.runner.tick(t0 + timedelta(seconds=61))
+    assert _tasks(app, schedule.id) == []
+    [run] = _runs(app, schedule.id)
+    assert run.status == "skipped" and "owner" in run.detail
+
+
 def test_paused_schedule_does_not_fire_and_resume_does_not_catch_up(app, service, owner, clock):
     t0 = clock.at
     schedule = _interval(service, owner, overlap="allow")

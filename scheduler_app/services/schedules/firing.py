@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
 from scheduler_app.errors import ValidationFailed
-from scheduler_app.models import Schedule, Task
+from scheduler_app.models import Client, Schedule, Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.clients.principal import Principal, Role
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
@@ -169,6 +169,11 @@ class ScheduleRunner:
         A slot already in the ledger (another scheduler fired it) does nothing; overlap rules
         apply to scheduled firings, not to manual ones.
         """
+        if kind != "manual" and not self._owner_active(session, schedule):
+            # A disabled or deleted client's schedules stop acting for it, as its tokens do.
+            detail = "the schedule's owner is disabled or deleted"
+            self._record(session, schedule, slot, "skipped", kind, None, now, detail)
+            return 0
         overlapping = (
             kind != "manual"
             and schedule.overlap != "allow"
@@ -231,6 +236,13 @@ class ScheduleRunner:
         slot = schedule.buffered_slot
         schedule.buffered_slot = None
         return self._create_task(session, schedule, slot, "scheduled", now, buffered=True)
+
+    @staticmethod
+    def _owner_active(session: Session, schedule: Schedule) -> bool:
+        owner = session.execute(
+            select(Client.disabled, Client.deleted_at).where(Client.id == schedule.owner_id)
+        ).first()
+        return owner is not None and not owner.disabled and owner.deleted_at is None
 
     def _previous_unfinished(self, session: Session, schedule: Schedule) -> bool:
         if schedule.last_task_id is None:
