@@ -243,6 +243,7 @@ class ScheduleById(MethodView):
     @blp.doc(security=BEARER)
     @blp.arguments(ScheduleUpdateSchema(), required=False)  # no body: nothing to change
     @blp.response(200, ScheduleSchema, description="Changed; next_run_at recomputed")
+    @problem_response(blp, 409, "The change does not fit the stored schedule (errors name it)")
     @problem_response(blp, 422, "Invalid field")
     @_one
     def patch(self, body, schedule_id: uuid.UUID):

@@ -132,14 +132,17 @@ def test_patch_recomputes_next_run_and_cron_replaces_interval(api, submitter, cr
     assert bad.status_code == 422
 
 
-def test_patch_end_before_start_is_422(api, submitter, create, assert_problem):
-    schedule = create(submitter, start_at="2031-01-01T00:00:00Z")
-    response = api.patch(
-        f"/api/v1/schedules/{schedule['id']}",
-        json={"end_at": "2030-01-01T00:00:00Z"},
-        headers=submitter,
-    )
-    assert_problem(response, 422, "end_at")
+def test_patch_that_does_not_fit_the_stored_schedule_is_409(api, submitter, create, assert_problem):
+    """What joins a change with stored values (which the document cannot state) conflicts."""
+    schedule = create(submitter, start_at="2031-01-01T00:00:00Z", task="demo.sleep")
+    url = f"/api/v1/schedules/{schedule['id']}"
+    early = api.patch(url, json={"end_at": "2030-01-01T00:00:00Z"}, headers=submitter)
+    assert_problem(early, 409, "end_at")
+    binds_not = api.patch(url, json={"args": [1, 2]}, headers=submitter)
+    assert_problem(binds_not, 409, "kwargs")
+    unknown = api.patch(url, json={"task": "no.such.type"}, headers=submitter)
+    assert_problem(unknown, 422, "task")
+    assert api.get(url, headers=submitter).json == schedule
 
 
 def test_pause_resume_and_trigger_while_paused(api, submitter, create):

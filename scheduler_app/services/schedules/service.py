@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from scheduler_app.errors import NotFound, ValidationFailed
+from scheduler_app.errors import Conflict, NotFound, ValidationFailed
 from scheduler_app.models import Schedule, ScheduleRun, Task
 from scheduler_app.services.clients.principal import Principal
 from scheduler_app.services.ledger.unit import unit_of_work
@@ -19,6 +19,9 @@ from scheduler_app.services.pagination import keyset_page, text_bytes
 from scheduler_app.services.schedules.firing import ScheduleRunner, replan, task_body
 from scheduler_app.services.schedules.slots import SlotError, expand_cron, zone
 
+# Errors that come from a combination of fields (a call that does not bind the task type's
+# signature, an end before the start): in a PATCH they join the change with stored values.
+JOINED = frozenset({"args", "kwargs", "end_at"})
 # Fields whose change moves the schedule's next slot.
 TIMING_FIELDS = frozenset({"cron", "interval", "timezone", "start_at", "end_at", "jitter"})
 DEFAULTS: dict[str, Any] = {
@@ -115,8 +118,9 @@ class ScheduleService:
     ) -> Schedule:
         """Change a schedule; its next slot is recomputed in the same transaction.
 
-        Giving ``cron`` replaces an ``interval`` and the other way round. Raises NotFound or
-        ValidationFailed.
+        Giving ``cron`` replaces an ``interval`` and the other way round. Raises NotFound,
+        ValidationFailed (a field that is invalid by itself) or Conflict (a change that does not
+        fit what is stored: arguments the stored task type cannot take, an end before the start).
         """
         now = self.runner.clock()
         with unit_of_work(self.sessions) as session:
@@ -132,7 +136,7 @@ class ScheduleService:
             if {"interval", "start_at"} & set(changes):
                 schedule.anchor_at = schedule.start_at or now
             schedule.updated_at = now
-            self._validate(principal, schedule, now)
+            self._validate(principal, schedule, now, patch=True)
             if (TIMING_FIELDS | {"enabled"}) & set(changes):
                 replan(schedule, now)
         return self.get(principal, schedule_id)
@@ -191,8 +195,14 @@ class ScheduleService:
                 for run, status in session.execute(query)
             ]
 
-    def _validate(self, principal: Principal, schedule: Schedule, now: datetime) -> None:
-        """Every rule of a schedule, and every rule of the task it submits (TaskService's)."""
+    def _validate(
+        self, principal: Principal, schedule: Schedule, now: datetime, patch: bool = False
+    ) -> None:
+        """Every rule of a schedule, and every rule of the task it submits (TaskService's).
+
+        In a change, the rules that join a new value with stored ones (which the API document
+        cannot state) are a conflict with the stored schedule, not an invalid field.
+        """
         errors: dict[str, list[str]] = {}
         if (schedule.cron is None) == (schedule.interval is None):
             errors["cron"] = ["give cron or interval, exactly one of them"]
@@ -213,6 +223,9 @@ class ScheduleService:
             self.runner.tasks.prepare(principal, [task_body(schedule, now)])
         except ValidationFailed as exc:
             errors.update(exc.errors or {})
+        joined = {k: v for k, v in errors.items() if k in JOINED or k.startswith("kwargs.")}
+        if patch and joined and joined == errors:
+            raise Conflict("the change does not fit the stored schedule", errors=errors)
         if errors:
             raise ValidationFailed("the schedule cannot be accepted", errors=errors)
 
