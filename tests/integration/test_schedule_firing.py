@@ -15,6 +15,7 @@ from scheduler_app.services.clients.principal import Principal, Role
 from scheduler_app.services.ledger.unit import unit_of_work
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.schedules.service import ScheduleService
+from scheduler_app.services.schedules.slots import jitter_of
 
 # Negative control of test_two_schedulers_acting_on_one_slot_create_one_task: set it to 1 and
 # the test drops the unique (schedule_id, slot) key first; the test then fails (two tasks).
@@ -169,6 +170,17 @@ def test_overlap_buffer_one_keeps_one_slot_until_the_previous_task_ends(app, ser
     runner.tick(t0 + timedelta(seconds=182))
     assert [(t.run_at - t0).total_seconds() for t in _tasks(app, schedule.id)] == [60, 120]
     assert [r.status for r in _runs(app, schedule.id)] == ["fired", "fired", "skipped"]
+
+
+def test_jitter_delays_the_firing_not_the_slot(app, service, owner, clock):
+    t0 = clock.at
+    schedule = _interval(service, owner, jitter=30)
+    slot = t0 + timedelta(seconds=60)
+    due = slot + jitter_of(schedule.id, slot, 30)
+    service.runner.tick(due - timedelta(milliseconds=1))
+    assert _tasks(app, schedule.id) == []
+    service.runner.tick(due)
+    assert [t.run_at for t in _tasks(app, schedule.id)] == [slot]
 
 
 def test_schedules_of_a_disabled_owner_are_skipped(app, service, owner, clock):
