@@ -1,10 +1,12 @@
 """When a schedule fires: the slots of a cron expression in a time zone, or of an interval.
 
-A cron expression is evaluated on the zone's wall clock, and each wall-clock time maps to one
-instant: a time that does not exist (the hour skipped when clocks go forward) fires once at the
-same distance past the jump (02:30 becomes 03:30), and a time that happens twice (clocks go
-back) fires at its first occurrence only. So a 02:30 daily job fires exactly once on both
-transition days, and slots are strictly increasing instants (UTC in the ledger).
+A cron expression is evaluated on the zone's wall clock: a time that does not exist (the hour
+skipped when clocks go forward) fires once at the same distance past the jump (02:30 becomes
+03:30), and a time that happens twice (clocks go back) fires at its first occurrence only,
+unless the expression's hour field is ``*`` (every hour), which also fires in the repeated hour,
+as cron does. So a 02:30 daily job fires exactly once on both transition days, ``*/20 * * * *``
+keeps firing every 20 minutes through both, and slots are strictly increasing instants (UTC in
+the ledger), each at most once.
 """
 
 from __future__ import annotations
@@ -176,21 +178,45 @@ class Timing:
 
     def _cron_after(self, after: datetime) -> datetime | None:
         tz = zone(self.timezone)
-        # Start the wall-clock walk a little earlier: the skipped times of a jump forward map to
-        # instants after wall times that come later (02:20 of the skipped hour is 01:20 UTC in
-        # Berlin, after 03:00 local, which is 01:00 UTC). Take the first instant really later.
-        wall = (after - _LOOKBACK).astimezone(tz).replace(tzinfo=None, fold=0)
+        expression = expand_cron(self.cron)
+        every_hour = expression.split(" ")[1].startswith("*")
+        # The wall-clock walk starts a little earlier and keeps the earliest instant after
+        # ``after``: the skipped times of a jump forward map to instants after wall times that
+        # come later (02:20 of the skipped hour is 01:20 UTC in Berlin, after 03:00 local, which
+        # is 01:00 UTC), and the second pass of a repeated hour comes after later wall times.
+        near = (after - _LOOKBACK).astimezone(tz).utcoffset() != (after + _LOOKBACK).astimezone(
+            tz
+        ).utcoffset()
+        if not near:
+            # No clock change within the look-back either way: wall times map to instants in
+            # order, and the first one later than ``after`` is the slot.
+            wall = after.astimezone(tz).replace(tzinfo=None, fold=0)
+        else:
+            wall = (after - _LOOKBACK).astimezone(tz).replace(tzinfo=None, fold=0)
+        best: datetime | None = None
         try:
-            iterator = croniter(
-                expand_cron(self.cron), wall, max_years_between_matches=_SEARCH_YEARS
-            )
+            iterator = croniter(expression, wall, max_years_between_matches=_SEARCH_YEARS)
             for _ in range(100_000):
-                slot = _local(iterator.get_next(datetime), tz)
-                if slot > after:
-                    return slot
+                naive = iterator.get_next(datetime)
+                first = _local(naive, tz)
+                if best is not None and first > best + _LOOKBACK:
+                    break
+                candidates = [first]
+                if every_hour:
+                    # An expression for every hour also fires in the second pass of a repeated
+                    # hour (as cron does); one for fixed hours fires in the first pass only.
+                    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+                    exists = first.astimezone(tz).replace(tzinfo=None) == naive
+                    if exists and second != first:
+                        candidates.append(second)
+                for slot in candidates:
+                    if slot > after and (best is None or slot < best):
+                        best = slot
+                if best is not None and not near:
+                    break
         except CroniterBadDateError:
             return None  # matches no date (e.g. 30 February)
-        return None
+        return best
 
 
 def jitter_of(schedule_id: uuid.UUID, slot: datetime, jitter: float | None) -> timedelta:
