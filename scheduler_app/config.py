@@ -101,6 +101,10 @@ class Settings:
     client_check_seconds: float = 5.0
     login_max_failures: int = 10
     login_failure_window: float = 60.0
+    # Schedules: after the scheduler was down, missed slots older than this are not caught up;
+    # the firing loop looks for due slots this often.
+    catchup_window: float = 3600.0
+    schedule_interval: float = 0.5
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict of all settings (secrets included; never log it whole)."""

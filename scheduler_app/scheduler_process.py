@@ -22,7 +22,9 @@ from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_a
 from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
 from scheduler_app.services.ledger.outcomes import SEAM
+from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
+from scheduler_app.services.tasks.service import TaskService
 from scheduler_app.task_types import load_task_modules
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,11 @@ class Scheduler:
         self.dispatcher = Dispatcher(make_producer_app(settings))
         self.broker = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
         self.reconciler = Reconciler(self.sessions, self.dispatcher, self.broker, settings)
-        load_task_modules(settings.task_modules)  # they may register outcome consumers
+        # The modules may also register outcome consumers.
+        types = load_task_modules(settings.task_modules)
+        self.schedules = ScheduleRunner(
+            TaskService(self.sessions, self.dispatcher, settings, types), settings
+        )
         self.stopping = threading.Event()
 
     def promote(self) -> int:
@@ -62,6 +68,10 @@ class Scheduler:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RECONCILER_LOCK})
 
+    def fire_schedules(self) -> int:
+        """Fire the due slots of recurring schedules (each slot once across processes)."""
+        return self.schedules.tick()
+
     def retain(self) -> int:
         """Drop dead letters past their retention."""
         return purge_older_than(self.sessions, self.settings.dlq_retention_days)
@@ -72,6 +82,7 @@ class Scheduler:
             (self.promote, self.settings.promoter_interval),
             (self.sweep_outcomes, self.settings.promoter_interval),
             (self.reconcile, self.settings.reconciler_interval),
+            (self.fire_schedules, self.settings.schedule_interval),
             (self.retain, RETENTION_INTERVAL),
         ]
         due = [0.0] * len(jobs)

@@ -5,6 +5,7 @@ from scheduler_app.models.client import Client, RevokedToken
 from scheduler_app.models.counter import Counter
 from scheduler_app.models.dead_letter import DeadLetter
 from scheduler_app.models.outcome import TaskOutcome
+from scheduler_app.models.schedule import Schedule, ScheduleRun
 from scheduler_app.models.task import Run, Task, TaskEvent
 from scheduler_app.models.worker import WorkerInstance
 
@@ -15,6 +16,8 @@ __all__ = [
     "DeadLetter",
     "RevokedToken",
     "Run",
+    "Schedule",
+    "ScheduleRun",
     "Task",
     "TaskEvent",
     "TaskOutcome",

@@ -1,1 +1,1 @@
-"""Recurring schedules (cron and interval), fired exactly once per slot. Not built yet."""
+"""Recurring schedules (cron and interval): slots, the firing loop, the service the API calls."""

@@ -1,0 +1,279 @@
+"""The firing loop: turns due slots of schedules into tasks, each slot exactly once.
+
+A slot fires in one transaction that inserts its ``schedule_runs`` row (unique per schedule and
+slot), inserts its task through the task service's rules, and moves the schedule on to its next
+slot; the task is published after the commit. Several scheduler processes may run the loop:
+each takes a due schedule with ``FOR UPDATE SKIP LOCKED`` (so they share the work), and should
+two of them ever act on the same slot (a stale read), the unique key lets only one commit a
+firing. A process killed mid-firing leaves nothing: its transaction rolls back and the slot is
+still due for the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, text
+from sqlalchemy.orm import Session
+
+from scheduler_app.config import Settings
+from scheduler_app.errors import ValidationFailed
+from scheduler_app.models import Client, Schedule, Task
+from scheduler_app.models.base import utcnow
+from scheduler_app.services.clients.principal import Principal, Role
+from scheduler_app.services.ledger.unit import after_commit, unit_of_work
+from scheduler_app.services.schedules.slots import Timing, jitter_of
+from scheduler_app.services.tasks.service import TaskService
+from scheduler_app.services.tasks.submission import insert_tasks
+from scheduler_app.states import TERMINAL
+
+log = logging.getLogger(__name__)
+
+# Negative control of the exactly-once tests: drops the row lock and holds each firing's
+# transaction open a moment, so two schedulers race on the same slot (the tests also drop the
+# unique key). Never set it outside those tests.
+UNGUARDED_ENV = "SCHEDULES_UNGUARDED_NEGATIVE_CONTROL"
+# A due slot fired within this many seconds of its time (plus its jitter) is on time; an older
+# one was missed (the scheduler was down) and the schedule's catchup policy decides.
+ON_TIME_GRACE = 30.0
+# At most this many slots of one schedule fire in one transaction (catchup "all" goes on next tick).
+MAX_SLOTS_PER_TICK = 100
+
+_RUN_INSERT = text(
+    """
+    INSERT INTO schedule_runs (schedule_id, slot, status, kind, task_id, detail, created_at)
+    VALUES (:schedule_id, :slot, :status, :kind, :task_id, :detail, :now)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def timing_of(schedule: Schedule) -> Timing:
+    """The slot computation of a schedule."""
+    return Timing(
+        cron=schedule.cron,
+        interval=schedule.interval,
+        timezone=schedule.timezone,
+        anchor=schedule.anchor_at,
+        start_at=schedule.start_at,
+        end_at=schedule.end_at,
+    )
+
+
+def replan(schedule: Schedule, after: datetime) -> None:
+    """Point the schedule at its first slot after ``after`` (none while it is disabled)."""
+    slot = timing_of(schedule).next_after(after) if schedule.enabled else None
+    schedule.next_run_at = slot
+    schedule.due_at = slot + jitter_of(schedule.id, slot, schedule.jitter) if slot else None
+
+
+def task_body(schedule: Schedule, slot: datetime) -> dict[str, Any]:
+    """The submission a firing of ``slot`` makes (validated like any submitted task)."""
+    body: dict[str, Any] = {
+        "task": schedule.task,
+        "args": list(schedule.args or []),
+        "kwargs": dict(schedule.kwargs or {}),
+        "tags": list(schedule.tags or []),
+        "run_at": slot,
+        "schedule_id": schedule.id,
+    }
+    for name in ("queue", "priority", "retry", "timeout"):
+        if getattr(schedule, name) is not None:
+            body[name] = getattr(schedule, name)
+    return body
+
+
+@dataclass
+class ScheduleRunner:
+    """Fires due slots; ``tick`` is the scheduler process's job, ``fire`` also serves trigger."""
+
+    tasks: TaskService
+    settings: Settings
+    clock: Callable[[], datetime] = utcnow
+    unguarded: bool = field(default_factory=lambda: os.environ.get(UNGUARDED_ENV) == "1")
+
+    def tick(self, now: datetime | None = None) -> int:
+        """Fire every due slot (and release buffered ones); return how many tasks were created."""
+        now = now or self.clock()
+        with self.tasks.sessions() as session:
+            ids = session.scalars(
+                select(Schedule.id)
+                .where(
+                    or_(
+                        Schedule.enabled & (Schedule.due_at <= now),
+                        Schedule.buffered_slot.is_not(None),
+                    )
+                )
+                .order_by(Schedule.due_at)
+                .limit(500)
+            ).all()
+        return sum(self._advance(schedule_id, now) for schedule_id in ids)
+
+    def _advance(self, schedule_id: uuid.UUID, now: datetime) -> int:
+        with unit_of_work(self.tasks.sessions) as session:
+            query = select(Schedule).where(Schedule.id == schedule_id)
+            if not self.unguarded:
+                query = query.with_for_update(skip_locked=True)
+            schedule = session.scalars(query).first()
+            if schedule is None:
+                return 0  # deleted, or another scheduler holds it right now
+            fired = 0
+            if schedule.buffered_slot is not None and not self._previous_unfinished(
+                session, schedule
+            ):
+                fired += self._release_buffered(session, schedule, now)
+            if not schedule.enabled or schedule.due_at is None or schedule.due_at > now:
+                return fired
+            for slot, kind in self._slots_to_fire(schedule, now):
+                fired += self.fire(session, schedule, slot, kind, now)
+            if self.unguarded:
+                time.sleep(0.3)  # the negative control: a slow scheduler, transaction open
+            return fired
+
+    def _slots_to_fire(self, schedule: Schedule, now: datetime) -> list[tuple[datetime, str]]:
+        """The due slots the catchup policy fires, and the schedule moved past what is due."""
+        timing = timing_of(schedule)
+        window_start = now - timedelta(seconds=self.settings.catchup_window)
+        latest = timing.last_until(now)
+        if latest is None or latest < schedule.next_run_at:
+            latest = schedule.next_run_at
+        on_time = now - latest <= timedelta(seconds=ON_TIME_GRACE + (schedule.jitter or 0))
+        chosen: list[datetime] = []
+        resume_after = now
+        if schedule.catchup == "all":
+            first = max(schedule.next_run_at, window_start)
+            chosen = list(
+                timing.between(first - timedelta(microseconds=1), now, MAX_SLOTS_PER_TICK)
+            )
+            if len(chosen) == MAX_SLOTS_PER_TICK:
+                resume_after = chosen[-1]  # the rest on the next tick
+        elif on_time or (schedule.catchup == "last" and latest >= window_start):
+            chosen = [latest]
+        replan(schedule, resume_after)
+        grace = timedelta(seconds=ON_TIME_GRACE + (schedule.jitter or 0))
+        return [(slot, "scheduled" if now - slot <= grace else "catchup") for slot in chosen]
+
+    def fire(
+        self, session: Session, schedule: Schedule, slot: datetime, kind: str, now: datetime
+    ) -> int:
+        """Fire one slot in the session's transaction: 1 when it created a task, else 0.
+
+        A slot already in the ledger (another scheduler fired it) does nothing; overlap rules
+        apply to scheduled firings, not to manual ones.
+        """
+        if kind != "manual" and not self._owner_active(session, schedule):
+            # A disabled or deleted client's schedules stop acting for it, as its tokens do.
+            detail = "the schedule's owner is disabled or deleted"
+            self._record(session, schedule, slot, "skipped", kind, None, now, detail)
+            return 0
+        overlapping = (
+            kind != "manual"
+            and schedule.overlap != "allow"
+            and self._previous_unfinished(session, schedule)
+        )
+        if overlapping:
+            if schedule.overlap == "buffer_one" and schedule.buffered_slot is None:
+                if self._record(session, schedule, slot, "buffered", kind, None, now):
+                    schedule.buffered_slot = slot
+                return 0
+            detail = f"previous task {schedule.last_task_id} has not finished"
+            self._record(session, schedule, slot, "skipped", kind, None, now, detail)
+            return 0
+        return self._create_task(session, schedule, slot, kind, now)
+
+    def _create_task(
+        self,
+        session: Session,
+        schedule: Schedule,
+        slot: datetime,
+        kind: str,
+        now: datetime,
+        *,
+        buffered: bool = False,
+    ) -> int:
+        owner = Principal(schedule.owner_id, Role.SUBMITTER)
+        try:
+            rows = self.tasks.prepare(owner, [task_body(schedule, slot)])
+        except ValidationFailed as exc:
+            # The task type or a queue went away since the schedule was made: record why.
+            detail = "; ".join(f"{k}: {' '.join(v)}" for k, v in (exc.errors or {}).items())
+            if not buffered:
+                self._record(session, schedule, slot, "skipped", kind, None, now, detail)
+            return 0
+        task_id = rows[0]["id"]
+        if buffered:
+            claimed = session.execute(
+                text(
+                    "UPDATE schedule_runs SET status = 'fired', task_id = :task_id"
+                    " WHERE schedule_id = :schedule_id AND slot = :slot AND status = 'buffered'"
+                    " RETURNING id"
+                ),
+                {"task_id": task_id, "schedule_id": schedule.id, "slot": slot},
+            ).first()
+        else:
+            claimed = self._record(session, schedule, slot, "fired", kind, task_id, now)
+        if not claimed:
+            return 0  # another scheduler has fired this slot
+        accepted = insert_tasks(session, rows)
+        after_commit(session, lambda: self.tasks.publish(accepted))
+        schedule.last_run_at = slot
+        schedule.last_task_id = task_id
+        log.info(
+            "schedule fired",
+            extra={"schedule_id": str(schedule.id), "slot": slot.isoformat(), "kind": kind},
+        )
+        return 1
+
+    def _release_buffered(self, session: Session, schedule: Schedule, now: datetime) -> int:
+        slot = schedule.buffered_slot
+        schedule.buffered_slot = None
+        return self._create_task(session, schedule, slot, "scheduled", now, buffered=True)
+
+    @staticmethod
+    def _owner_active(session: Session, schedule: Schedule) -> bool:
+        owner = session.execute(
+            select(Client.disabled, Client.deleted_at).where(Client.id == schedule.owner_id)
+        ).first()
+        return owner is not None and not owner.disabled and owner.deleted_at is None
+
+    def _previous_unfinished(self, session: Session, schedule: Schedule) -> bool:
+        if schedule.last_task_id is None:
+            return False
+        status = session.scalar(select(Task.status).where(Task.id == schedule.last_task_id))
+        return status is not None and status not in TERMINAL
+
+    @staticmethod
+    def _record(
+        session: Session,
+        schedule: Schedule,
+        slot: datetime,
+        status: str,
+        kind: str,
+        task_id: uuid.UUID | None,
+        now: datetime,
+        detail: str | None = None,
+    ) -> bool:
+        """Insert the slot's ledger row; False when the slot is there already."""
+        return (
+            session.execute(
+                _RUN_INSERT,
+                {
+                    "schedule_id": schedule.id,
+                    "slot": slot,
+                    "status": status,
+                    "kind": kind,
+                    "task_id": task_id,
+                    "detail": detail,
+                    "now": now,
+                },
+            ).first()
+            is not None
+        )
