@@ -83,7 +83,9 @@ class _ScheduleFields(Schema):
         metadata={"description": "each firing is delayed by up to this many seconds"},
     )
     start_at = UtcDateTime()
-    end_at = UtcDateTime(metadata={"description": "not before start_at (else 422)"})
+    end_at = UtcDateTime(
+        metadata={"description": "last slot; before start_at: an empty window, never fires"}
+    )
     retry = fields.Nested(RetrySchema)
     timeout = fields.Float(
         validate=validate.Range(0, L.TIMEOUT_MAX, min_inclusive=False),

@@ -21,7 +21,7 @@ from scheduler_app.services.schedules.slots import SlotError, expand_cron, zone
 
 # Errors that come from a combination of fields (a call that does not bind the task type's
 # signature, an end before the start): in a PATCH they join the change with stored values.
-JOINED = frozenset({"args", "kwargs", "end_at"})
+JOINED = frozenset({"args", "kwargs"})
 # Fields whose change moves the schedule's next slot.
 TIMING_FIELDS = frozenset({"cron", "interval", "timezone", "start_at", "end_at", "jitter"})
 DEFAULTS: dict[str, Any] = {
@@ -217,8 +217,8 @@ class ScheduleService:
             zone(schedule.timezone)
         except SlotError as exc:
             errors["timezone"] = [str(exc)]
-        if schedule.start_at and schedule.end_at and schedule.end_at < schedule.start_at:
-            errors["end_at"] = ["must not be before start_at"]
+        # An end before the start is an empty window (next_run_at null), not an error: the API
+        # document cannot state "not before start_at", and the API takes what it allows.
         try:
             self.runner.tasks.prepare(principal, [task_body(schedule, now)])
         except ValidationFailed as exc:
