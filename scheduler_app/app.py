@@ -15,7 +15,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from scheduler_app.api import auth, clients, content, dead_letters, docs, health, tasks
+from scheduler_app.api import (
+    auth,
+    clients,
+    content,
+    dead_letters,
+    docs,
+    health,
+    tasks,
+    workflows,
+)
 from scheduler_app.api.body_limit import BodyLimit, refuse_large_bodies
 from scheduler_app.api.jsonio import FastJSONProvider
 from scheduler_app.api.metrics import init_metrics
@@ -29,6 +38,8 @@ from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_a
 from scheduler_app.services.clients.service import ClientService
 from scheduler_app.services.dead_letters.service import DeadLetterService
 from scheduler_app.services.tasks.service import TaskService
+from scheduler_app.services.workflows.advance import bind_dispatcher
+from scheduler_app.services.workflows.service import WorkflowService
 from scheduler_app.task_types import TaskType, load_task_modules
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
@@ -46,6 +57,7 @@ class Extension:
     clients: ClientService
     dead_letters: DeadLetterService
     dispatcher: Dispatcher
+    workflows: WorkflowService
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
@@ -94,13 +106,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         clients=ClientService(sessions, broker, settings),
         dead_letters=DeadLetterService(sessions, task_service),
         dispatcher=dispatcher,
+        workflows=WorkflowService(task_service),
     )
+    bind_dispatcher(dispatcher)  # workflow nodes this process releases
 
     init_jwt(app)
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [SchemaRules()]})
-    for module in (health, auth, clients, tasks, dead_letters):
+    for module in (health, auth, clients, tasks, dead_letters, workflows):
         api.register_blueprint(module.blp)
-    document_registry(api.spec, settings, types, ["TaskCreate"])
+    document_registry(api.spec, settings, types, ["TaskCreate", "WorkflowNode"])
     docs.init_app(app)
     register_error_handlers(app)
 

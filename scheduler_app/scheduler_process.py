@@ -23,6 +23,7 @@ from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
 from scheduler_app.services.ledger.outcomes import SEAM
 from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
+from scheduler_app.services.workflows.advance import bind_dispatcher
 from scheduler_app.task_types import load_task_modules
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Scheduler:
         self.broker = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
         self.reconciler = Reconciler(self.sessions, self.dispatcher, self.broker, settings)
         load_task_modules(settings.task_modules)  # they may register outcome consumers
+        bind_dispatcher(self.dispatcher)  # workflow nodes the outcome sweep releases
         self.stopping = threading.Event()
 
     def promote(self) -> int:

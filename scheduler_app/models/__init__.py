@@ -7,6 +7,7 @@ from scheduler_app.models.dead_letter import DeadLetter
 from scheduler_app.models.outcome import TaskOutcome
 from scheduler_app.models.task import Run, Task, TaskEvent
 from scheduler_app.models.worker import WorkerInstance
+from scheduler_app.models.workflow import Workflow, WorkflowEdge, WorkflowNode
 
 __all__ = [
     "Base",
@@ -19,4 +20,7 @@ __all__ = [
     "TaskEvent",
     "TaskOutcome",
     "WorkerInstance",
+    "Workflow",
+    "WorkflowEdge",
+    "WorkflowNode",
 ]
