@@ -32,12 +32,14 @@ def get(api, headers: dict, workflow_id: str) -> dict:
     return response.get_json()
 
 
-def wait_finished(api, headers: dict, workflow_id: str, timeout: float = 60) -> dict:
+def wait_finished(
+    api, headers: dict, workflow_id: str, timeout: float = 60, interval: float = 0.1
+) -> dict:
     """Poll the workflow until it has finished; return it."""
     return wait_until(
         lambda: (w := get(api, headers, workflow_id))["status"] in FINISHED and w,
         timeout,
-        0.1,
+        interval,
         message=f"workflow {workflow_id} to finish",
     )
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
 from scheduler_app.states import TERMINAL, TaskStatus
@@ -33,24 +34,30 @@ class Decision(StrEnum):
     SKIPPED = "skipped"
 
 
-def decide(rule: Rule | str, parents: Iterable[TaskStatus | str]) -> Decision:
-    """The decision for a node with ``rule`` whose parents are in these states.
+def decide(rule: Rule | str, parents: Iterable[TaskStatus | str] | Mapping[str, int]) -> Decision:
+    """The decision for a node with ``rule`` whose parents are in these states (a list, or
+    how many parents are in each state).
 
     A node is released as soon as its rule is met; it ends ``upstream_failed`` once the rule
     cannot be met because a parent failed, was cancelled or did not run for that reason, and
     ``skipped`` once it cannot be met for any other reason (e.g. ``one_failed`` when every
     parent succeeded, or ``all_success`` below a skipped parent).
     """
-    states = [S(p) for p in parents]
-    done = all(p in TERMINAL for p in states)
-    bad = any(p in BAD for p in states)
+    counts = Counter(
+        {S(k): n for k, n in parents.items() if n}
+        if isinstance(parents, Mapping)
+        else [S(p) for p in parents]
+    )
+    states = set(counts)
+    done = states <= TERMINAL
+    bad = bool(states & BAD)
     rule = Rule(rule)
     if rule is Rule.ALL_DONE:
         return Decision.RELEASE if done else Decision.WAIT
     if rule is Rule.ALL_SUCCESS:
         if bad:
             return Decision.UPSTREAM_FAILED
-        if any(p is S.SKIPPED for p in states):
+        if S.SKIPPED in states:
             return Decision.SKIPPED
         return Decision.RELEASE if done else Decision.WAIT
     if rule is Rule.NONE_FAILED:
@@ -58,13 +65,13 @@ def decide(rule: Rule | str, parents: Iterable[TaskStatus | str]) -> Decision:
             return Decision.UPSTREAM_FAILED
         return Decision.RELEASE if done else Decision.WAIT
     if rule is Rule.ONE_SUCCESS:
-        if any(p is S.SUCCEEDED for p in states):
+        if S.SUCCEEDED in states:
             return Decision.RELEASE
         if not done:
             return Decision.WAIT
         return Decision.UPSTREAM_FAILED if bad else Decision.SKIPPED
     # one_failed
-    if any(p in FAILURES for p in states):
+    if bool(states & FAILURES):
         return Decision.RELEASE
     if not done:
         return Decision.WAIT
