@@ -19,11 +19,20 @@ _BEFORE = (
     "'cancelled', 'upstream_failed'"
 )
 _AFTER = _BEFORE + ", 'skipped'"
+_OPEN = (
+    "workflow_id IS NOT NULL AND status IN ('pending', 'scheduled', 'queued', 'running', 'retrying')"
+)
 
 
 def upgrade() -> None:
     op.drop_constraint(op.f("ck_tasks_status"), "tasks", type_="check")
     op.create_check_constraint(op.f("ck_tasks_status"), "tasks", f"status IN ({_AFTER})")
+    op.create_index(
+        "ix_tasks_workflow_open",
+        "tasks",
+        ["workflow_id"],
+        postgresql_where=sa.text(_OPEN),
+    )
     op.create_table(
         "workflows",
         sa.Column("id", sa.UUID(), nullable=False),
@@ -102,6 +111,7 @@ def downgrade() -> None:
     op.drop_index("ix_workflows_owner_created", table_name="workflows")
     op.drop_index("ix_workflows_created", table_name="workflows")
     op.drop_table("workflows")
+    op.drop_index("ix_tasks_workflow_open", table_name="tasks", postgresql_where=sa.text(_OPEN))
     op.execute("UPDATE tasks SET status = 'cancelled' WHERE status = 'skipped'")
     op.drop_constraint(op.f("ck_tasks_status"), "tasks", type_="check")
     op.create_check_constraint(op.f("ck_tasks_status"), "tasks", f"status IN ({_BEFORE})")

@@ -47,7 +47,7 @@ _PARENTS = (
     "JOIN tasks pt ON pt.id = p.task_id "
     "WHERE c.task_id = ANY(CAST(:ids AS uuid[]))"
 )
-_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
+_OPEN_SQL = ", ".join(f"'{s.value}'" for s in sorted(set(TaskStatus) - TERMINAL))
 
 
 class _Publisher:
@@ -192,19 +192,25 @@ def settle(session: Session, workflows: Sequence[uuid.UUID]) -> None:
         {"ids": _text_ids(workflows)},
     ).all()
     for workflow_id in locked:
+        # One probe of a partial index (ix_tasks_workflow_open): a node's current task is its
+        # only one that can be unfinished (a retry replaces finished tasks only).
+        if session.scalar(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE workflow_id = :id AND workflow_id IS "
+                f"NOT NULL AND status IN ({_OPEN_SQL}))"
+            ),
+            {"id": str(workflow_id)},
+        ):
+            continue
         counts = session.execute(
             text(
-                "SELECT count(*) FILTER (WHERE t.status NOT IN "
-                f"({_TERMINAL_SQL})) AS open, "
-                "count(*) FILTER (WHERE t.status IN ('failed', 'upstream_failed')) AS bad, "
+                "SELECT count(*) FILTER (WHERE t.status IN ('failed', 'upstream_failed')) AS bad, "
                 "count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled "
                 "FROM workflow_nodes n JOIN tasks t ON t.id = n.task_id "
                 "WHERE n.workflow_id = :id"
             ),
             {"id": workflow_id},
         ).one()
-        if counts.open:
-            continue
         status = "failed" if counts.bad else "cancelled" if counts.cancelled else "succeeded"
         session.execute(
             text(
