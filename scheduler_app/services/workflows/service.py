@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.errors import Conflict, NotFound, ValidationFailed
 from scheduler_app.models import Task, Workflow
@@ -41,7 +41,8 @@ class WorkflowService:
     tasks: TaskService
 
     @property
-    def sessions(self):
+    def sessions(self) -> sessionmaker[Session]:
+        """The ledger's sessions (the task service's)."""
         return self.tasks.sessions
 
     def submit(
