@@ -24,6 +24,7 @@ from scheduler_app.api import (
     health,
     schedules,
     tasks,
+    workflows,
 )
 from scheduler_app.api.body_limit import BodyLimit, refuse_large_bodies
 from scheduler_app.api.jsonio import FastJSONProvider
@@ -40,6 +41,8 @@ from scheduler_app.services.dead_letters.service import DeadLetterService
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.schedules.service import ScheduleService
 from scheduler_app.services.tasks.service import TaskService
+from scheduler_app.services.workflows.advance import bind_dispatcher
+from scheduler_app.services.workflows.service import WorkflowService
 from scheduler_app.task_types import TaskType, load_task_modules
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
@@ -58,6 +61,7 @@ class Extension:
     dead_letters: DeadLetterService
     dispatcher: Dispatcher
     schedules: ScheduleService
+    workflows: WorkflowService
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
@@ -107,13 +111,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         dead_letters=DeadLetterService(sessions, task_service),
         dispatcher=dispatcher,
         schedules=ScheduleService(ScheduleRunner(task_service, settings)),
+        workflows=WorkflowService(task_service),
     )
+    bind_dispatcher(dispatcher)  # workflow nodes this process releases
 
     init_jwt(app)
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [SchemaRules()]})
-    for module in (health, auth, clients, tasks, dead_letters, schedules):
+    for module in (health, auth, clients, tasks, dead_letters, schedules, workflows):
         api.register_blueprint(module.blp)
-    document_registry(api.spec, settings, types, ["TaskCreate", "ScheduleCreate"])
+    document_registry(api.spec, settings, types, ["TaskCreate", "ScheduleCreate", "WorkflowNode"])
     schedules.document(api.spec, settings, types)
     docs.init_app(app)
     register_error_handlers(app)

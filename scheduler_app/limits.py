@@ -24,6 +24,9 @@ BACKOFF_CAP_MAX = 7 * 86400  # seconds of the longest retry delay
 BATCH_MAX = 1000  # tasks in one batch
 PAGE_MAX = 1000  # items in one page of a list
 ERROR_TYPE_MAX = 200
+WORKFLOW_NODES_MAX = 10_000  # nodes of one workflow (one transaction)
+NODE_ID_MAX = 100  # characters of a workflow node id (tasks.node_id)
+WORKFLOW_NAME_MAX = 200
 
 URL_MAX = 2048  # characters of an outbound URL (http.request, webhooks)
 # The outbound URLs the API takes, as one pattern that the OpenAPI document states and the API

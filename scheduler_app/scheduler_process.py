@@ -25,6 +25,7 @@ from scheduler_app.services.ledger.outcomes import SEAM
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
 from scheduler_app.services.tasks.service import TaskService
+from scheduler_app.services.workflows.advance import bind_dispatcher
 from scheduler_app.task_types import load_task_modules
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Scheduler:
         self.reconciler = Reconciler(self.sessions, self.dispatcher, self.broker, settings)
         # The modules may also register outcome consumers.
         types = load_task_modules(settings.task_modules)
+        bind_dispatcher(self.dispatcher)  # workflow nodes the outcome sweep releases
         self.schedules = ScheduleRunner(
             TaskService(self.sessions, self.dispatcher, settings, types), settings
         )

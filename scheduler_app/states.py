@@ -17,6 +17,7 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     UPSTREAM_FAILED = "upstream_failed"
+    SKIPPED = "skipped"
 
     @property
     def terminal(self) -> bool:
@@ -24,7 +25,13 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL = frozenset(
-    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.UPSTREAM_FAILED}
+    {
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+        TaskStatus.UPSTREAM_FAILED,
+        TaskStatus.SKIPPED,
+    }
 )
 
 S = TaskStatus
@@ -39,6 +46,8 @@ ALLOWED_SOURCES: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.FAILED: frozenset({S.PENDING, S.SCHEDULED, S.QUEUED, S.RUNNING, S.RETRYING}),
     S.CANCELLED: frozenset({S.PENDING, S.SCHEDULED, S.QUEUED, S.RUNNING, S.RETRYING}),
     S.UPSTREAM_FAILED: frozenset({S.PENDING}),
+    # a workflow node whose trigger rule can no longer be met for another reason than a failure
+    S.SKIPPED: frozenset({S.PENDING}),
 }
 
 # The states a worker may claim a task from (a published task waiting for a worker).

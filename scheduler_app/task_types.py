@@ -178,7 +178,13 @@ def task_type(
 
 
 def load_task_modules(modules: Iterable[str]) -> dict[str, TaskType]:
-    """Import the task modules so their types register; return the types they define."""
+    """Import the task modules so their types register; return the types they define.
+
+    The platform's outcome consumers (workflows) are loaded too: every process calls this.
+    """
+    from scheduler_app.services.ledger.outcomes import load_platform_consumers
+
+    load_platform_consumers()
     wanted = set(modules)
     for module in wanted:
         importlib.import_module(module)

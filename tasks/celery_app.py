@@ -21,6 +21,7 @@ from scheduler_app.services.broker.dispatcher import Dispatcher
 from scheduler_app.services.ledger.connection import LedgerConnection
 from scheduler_app.services.tasks.execution import Executor
 from scheduler_app.services.workers.registry import WorkerRegistry
+from scheduler_app.services.workflows.advance import bind_dispatcher
 from scheduler_app.task_types import load_task_modules
 from tasks.heartbeat import Heartbeat
 
@@ -51,6 +52,7 @@ class WorkerRuntime:
                 instance=self.instance,
                 ledger=self.ledger,
             )
+            bind_dispatcher(self._executor.dispatcher)  # workflow nodes this process releases
         return self._executor
 
     @property

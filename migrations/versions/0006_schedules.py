@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 
 revision = "0006"
 # Chained onto 0004 so that it applies in this branch on its own; at the merge it follows 0005.
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -24,6 +24,7 @@ from scheduler_app.task_types import RESERVED_KWARGS, TaskType
 JSON_VALUE = "JsonValue"
 _ANY: dict[str, Any] = {"$ref": f"#/components/schemas/{JSON_VALUE}"}
 _NO_NUL = {"pattern": "^[^\\u0000]*$"}
+JSON_VALUE_REF, NO_NUL = _ANY, _NO_NUL  # for other modules' documents
 JSON_VALUE_SCHEMA: dict[str, Any] = {
     "description": "any JSON value without NUL characters (PostgreSQL jsonb cannot store them)",
     "anyOf": [

@@ -19,6 +19,7 @@ from scheduler_app.api.fields import (
     UtcDateTime,
     WholeNumber,
 )
+from scheduler_app.api.openapi import JSON_VALUE_REF, NO_NUL
 from scheduler_app.api.security import BEARER, principal, problem_response, require
 from scheduler_app.api.task_schemas import NAME, RetrySchema
 from scheduler_app.models.schedule import CATCHUPS, OVERLAPS, RUN_KINDS, RUN_STATUSES
@@ -193,6 +194,15 @@ def document(spec: Any, settings: Any, types: Any) -> None:
         properties["task"] = {**properties["task"], "enum": sorted(types)}
         properties["timeout"] = {**properties["timeout"], "maximum": settings.max_task_timeout}
         properties["timezone"] = {**properties["timezone"], "enum": sorted(zone_names())}
+    # A change's args and kwargs: JSON values PostgreSQL can store (the stored task type's
+    # signature joins them with stored values: a 409, see the service).
+    update = components["ScheduleUpdate"]["properties"]
+    update["args"] = {"type": "array", "items": JSON_VALUE_REF}
+    update["kwargs"] = {
+        "type": "object",
+        "additionalProperties": JSON_VALUE_REF,
+        "propertyNames": NO_NUL,
+    }
 
 
 def _errors(view):

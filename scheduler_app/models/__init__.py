@@ -8,6 +8,7 @@ from scheduler_app.models.outcome import TaskOutcome
 from scheduler_app.models.schedule import Schedule, ScheduleRun
 from scheduler_app.models.task import Run, Task, TaskEvent
 from scheduler_app.models.worker import WorkerInstance
+from scheduler_app.models.workflow import Workflow, WorkflowEdge, WorkflowNode
 
 __all__ = [
     "Base",
@@ -22,4 +23,7 @@ __all__ = [
     "TaskEvent",
     "TaskOutcome",
     "WorkerInstance",
+    "Workflow",
+    "WorkflowEdge",
+    "WorkflowNode",
 ]

@@ -59,6 +59,15 @@ class Task(Base):
             ),
         ),
         Index("ix_tasks_tags", "tags", postgresql_using="gin"),
+        # "Has this workflow anything left to run?" is one probe, however big it is.
+        Index(
+            "ix_tasks_workflow_open",
+            "workflow_id",
+            postgresql_where=text(
+                "workflow_id IS NOT NULL"
+                " AND status IN ('pending', 'scheduled', 'queued', 'running', 'retrying')"
+            ),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)

@@ -29,6 +29,11 @@ EXPECTED_PATHS = {
     "/api/v1/tasks/{task_id}",
     "/api/v1/tasks/{task_id}/events",
     "/api/v1/tasks/{task_id}/cancel",
+    "/api/v1/workflows",
+    "/api/v1/workflows/{workflow_id}",
+    "/api/v1/workflows/{workflow_id}/cancel",
+    "/api/v1/workflows/{workflow_id}/retry",
+    "/api/v1/workflows/{workflow_id}/graph",
 }
 PUBLIC = {"/healthz", "/readyz", "/api/v1/auth/token"}
 
@@ -99,6 +104,15 @@ def test_fuzzing_every_operation_finds_no_server_error(live_server, credentials,
             path = "/api/v1/auth/token"
             payload = {{ client_id = "{client_id}", client_secret = "{secret}" }}
             extract_selector = "/access_token"
+
+            # The graph rules a JSON Schema cannot state (no cycle, parents that exist, unique
+            # node ids) are the one refusal of a document-valid workflow: 422 naming the nodes.
+            [[operations]]
+            include-path = "/api/v1/workflows"
+            include-method = "POST"
+            checks.positive_data_acceptance.expected-statuses = [
+                "2xx", "401", "403", "404", "409", "422", "429"
+            ]
             """
         )
     )

@@ -17,6 +17,7 @@ platform's own domains (workflows, notifiers) and by any module of the ``task_mo
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import uuid
@@ -214,3 +215,14 @@ def _outcome(row: Any) -> Outcome:
 # The platform's one seam; consumers register on import of the module that defines them.
 SEAM = OutcomeSeam()
 on_outcome = SEAM.register
+
+# The platform's own consumers. Every process that ends tasks (API, worker, scheduler) must
+# know them, or its terminal moves would not record the outcome they want: load_task_modules,
+# which each of them calls, loads these too.
+PLATFORM_CONSUMERS = ("scheduler_app.services.workflows.advance",)
+
+
+def load_platform_consumers() -> None:
+    """Import the platform's consumer modules so that they register."""
+    for module in PLATFORM_CONSUMERS:
+        importlib.import_module(module)

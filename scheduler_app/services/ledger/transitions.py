@@ -13,6 +13,7 @@ Nothing outside this package changes ``tasks.status`` (tests/unit/test_ledger_se
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ def transition(
     returning: Sequence[Any] = (),
     traceback: str | None = None,
     run: Mapping[str, Any] | None = None,
+    merge: Mapping[str, Mapping[uuid.UUID, Mapping[str, Any]]] | None = None,
 ) -> list[Any]:
     """Move the given tasks to ``to`` where their current state allows it; return the moved rows.
 
@@ -148,7 +150,8 @@ def transition(
     "not applicable". A move to ``failed`` writes the task's dead letter in the same statement,
     so every failed task has exactly one; a terminal move records its outcome, which the
     consumers are handed once the session commits. ``returning`` names columns (or ``Task``
-    attributes) to return besides ``id`` and ``attempts``.
+    attributes) to return besides ``id`` and ``attempts``. ``merge`` maps a JSONB column to
+    an object per task id that is merged into it (a workflow node's ``kwargs["parents"]``).
     """
     ids = [task_ids] if isinstance(task_ids, uuid.UUID) else list(task_ids)
     if not ids:
@@ -167,10 +170,22 @@ def transition(
             params[f"{prefix}{name}"] = value
         return tuple((name, f"%({prefix}{name})s") for name in items)
 
+    merged = []
+    for column, per_task in (merge or {}).items():
+        params[f"m_{column}"] = json.dumps(
+            {str(task_id): value for task_id, value in per_task.items()}, default=str
+        )
+        merged.append(
+            (
+                column,
+                f"coalesce({column}, '{{}}'::jsonb)"
+                f" || coalesce(%(m_{column})s::jsonb -> id::text, '{{}}'::jsonb)",
+            )
+        )
     move = Move(
         to,
         rows="id = ANY(%(ids)s::uuid[])",
-        set=bind("v_", values or {}),
+        set=bind("v_", values or {}) + tuple(merged),
         guards=tuple(guards),
         only_from=frozenset(only_from) if only_from is not None else None,
         returning=tuple(getattr(c, "name", c) for c in returning),

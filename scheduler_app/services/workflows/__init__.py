@@ -1,3 +1,1 @@
-"""Workflows (DAGs of tasks), their nodes released on the outcome seam (ledger.outcomes).
-
-Not built yet."""
+"""Workflows: DAGs of tasks released on the outcome seam (``advance``)."""

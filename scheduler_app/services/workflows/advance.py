@@ -1,0 +1,221 @@
+"""Releasing workflow nodes: the consumer of the outcome seam that advances a workflow.
+
+It runs in the transaction that consumes a parent's outcome, so a node is released in the same
+transaction that hands over its last needed parent's end, exactly once: the seam hands each
+outcome over once, the children are locked (``FOR UPDATE``) before their parents' states are
+read, and only a ``pending`` node moves. Two parents ending at once therefore serialise on the
+child: the second sees the first's decision (the child is no longer pending) or, if the first
+decided to wait, the second's parent state in its own fresh read.
+
+Nodes that can no longer run end ``upstream_failed`` or ``skipped`` in the same transaction, and
+so do their descendants (the loop below); their own outcomes reach this consumer again later and
+find nothing left to do but the workflow's status.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from scheduler_app.models.base import utcnow
+from scheduler_app.services.broker.dispatcher import Dispatcher
+from scheduler_app.services.ledger.outcomes import Outcome, on_outcome
+from scheduler_app.services.ledger.transitions import transition
+from scheduler_app.services.ledger.unit import after_commit
+from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
+from scheduler_app.services.workflows.rules import Decision, decide
+from scheduler_app.states import TERMINAL, TaskStatus
+
+log = logging.getLogger(__name__)
+
+# The parents (edge, node, task) of the nodes whose task ids are :ids. Each step is a lateral
+# subquery the planner may not flatten (OFFSET 0), so it is always an index lookup from the
+# child outwards: on tables whose statistics are stale (a fresh deployment's first big
+# workflow) the planner otherwise scanned every node of the workflow once per edge.
+_PARENTS = (
+    "workflow_nodes c, "
+    "LATERAL (SELECT e.parent FROM workflow_edges e WHERE e.workflow_id = c.workflow_id"
+    " AND e.child = c.node_id OFFSET 0) AS e, "
+    "LATERAL (SELECT p.task_id FROM workflow_nodes p WHERE p.workflow_id = c.workflow_id"
+    " AND p.node_id = e.parent OFFSET 0) AS p "
+    "JOIN tasks pt ON pt.id = p.task_id "
+    "WHERE c.task_id = ANY(CAST(:ids AS uuid[]))"
+)
+_OPEN_SQL = ", ".join(f"'{s.value}'" for s in sorted(set(TaskStatus) - TERMINAL))
+
+
+class _Publisher:
+    """The dispatcher of this process (the API, a worker, the scheduler binds its own).
+
+    Unbound, released nodes are still committed as queued with ``dispatched_at`` set: the
+    reconciler publishes them once their message is seen missing.
+    """
+
+    dispatcher: Dispatcher | None = None
+
+
+def _text_ids(ids: Iterable[uuid.UUID]) -> list[str]:
+    return [str(i) for i in ids]
+
+
+def bind_dispatcher(dispatcher: Dispatcher) -> None:
+    """Publish the nodes this process releases with ``dispatcher`` (after their commit)."""
+    _Publisher.dispatcher = dispatcher
+
+
+@on_outcome("workflows.advance", wants="workflow_id IS NOT NULL", columns=("workflow_id",))
+def advance(session: Session, outcomes: Sequence[Outcome]) -> None:
+    """Decide the children of the ended nodes, then the status of their workflows."""
+    ended = [o.task_id for o in outcomes]
+    workflows = session.scalars(
+        text(
+            "SELECT DISTINCT workflow_id FROM workflow_nodes "
+            "WHERE task_id = ANY(CAST(:ids AS uuid[]))"
+        ),
+        {"ids": _text_ids(ended)},
+    ).all()
+    if not workflows:
+        return  # a node's task replaced by a retry: the new task is the node now
+    evaluate(session, _children(session, ended))
+    settle(session, workflows)
+
+
+def _children(session: Session, parents: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    return list(
+        session.scalars(
+            text(
+                "SELECT DISTINCT c.task_id FROM workflow_nodes p, "
+                "LATERAL (SELECT e.child FROM workflow_edges e WHERE e.workflow_id = p.workflow_id"
+                " AND e.parent = p.node_id OFFSET 0) AS e, "
+                "LATERAL (SELECT c.task_id FROM workflow_nodes c"
+                " WHERE c.workflow_id = p.workflow_id AND c.node_id = e.child OFFSET 0) AS c "
+                "WHERE p.task_id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": _text_ids(parents)},
+        )
+    )
+
+
+def evaluate(session: Session, candidates: Iterable[uuid.UUID]) -> int:
+    """Release, fail or skip the pending ``candidates`` whose rule is decided; descendants of
+    the ones that end follow in the same transaction. Returns how many nodes were released."""
+    released = 0
+    frontier = list(candidates)
+    while frontier:
+        # Lock first, then read the parents in a new statement: it sees every parent end that
+        # committed before the lock was granted (READ COMMITTED takes a snapshot per statement).
+        locked = session.scalars(
+            text(
+                "SELECT id FROM tasks WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending' "
+                "ORDER BY id FOR UPDATE"
+            ),
+            {"ids": _text_ids(frontier)},
+        ).all()
+        if not locked:
+            break
+        # How many parents are in each state, per child: one row per (child, state), so a
+        # thousand-parent fan-in costs a few rows per outcome, not a thousand.
+        rows = session.execute(
+            text(
+                "SELECT c.task_id AS child, c.trigger_rule, pt.status, count(*) AS n "
+                f"FROM {_PARENTS} "
+                "GROUP BY c.task_id, c.trigger_rule, pt.status"
+            ),
+            {"ids": _text_ids(locked)},
+        ).all()
+        states: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
+        rules: dict[uuid.UUID, str] = {}
+        for row in rows:
+            states[row.child][row.status] = row.n
+            rules[row.child] = row.trigger_rule
+        decided: dict[Decision, list[uuid.UUID]] = defaultdict(list)
+        for child, counts in states.items():
+            decided[decide(rules[child], counts)].append(child)
+        released += _release(session, decided[Decision.RELEASE])
+        now = utcnow()
+        frontier = []
+        for decision, status in (
+            (Decision.UPSTREAM_FAILED, TaskStatus.UPSTREAM_FAILED),
+            (Decision.SKIPPED, TaskStatus.SKIPPED),
+        ):
+            moved = transition(
+                session,
+                decided[decision],
+                status,
+                values={"finished_at": now},
+                detail=f"{status.value}: its trigger rule can no longer be met",
+            )
+            frontier += [row.id for row in moved]
+        frontier = _children(session, frontier) if frontier else []
+    return released
+
+
+def _release(session: Session, children: list[uuid.UUID]) -> int:
+    if not children:
+        return 0
+    now = utcnow()
+    inputs: dict[uuid.UUID, dict[str, Any]] = {child: {"parents": {}} for child in children}
+    for row in session.execute(
+        text(f"SELECT c.task_id AS child, e.parent AS node_id, pt.result FROM {_PARENTS}"),
+        {"ids": _text_ids(children)},
+    ):
+        inputs[row.child]["parents"][row.node_id] = row.result
+    rows = transition(
+        session,
+        children,
+        TaskStatus.QUEUED,
+        values={"dispatched_at": now, "run_at": now},
+        merge={"kwargs": inputs},
+        detail="released: its parents satisfy its trigger rule",
+        returning=DISPATCH_COLUMNS,
+    )
+    dispatches = [dispatch_of(row._mapping) for row in rows]
+    dispatcher = _Publisher.dispatcher
+    if dispatches and dispatcher is not None:
+        after_commit(session, lambda: dispatcher.publish(dispatches))
+    return len(rows)
+
+
+def settle(session: Session, workflows: Sequence[uuid.UUID]) -> None:
+    """Finish the running ``workflows`` that have nothing left to run."""
+    locked = session.scalars(
+        text(
+            "SELECT id FROM workflows WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running' "
+            "ORDER BY id FOR UPDATE"
+        ),
+        {"ids": _text_ids(workflows)},
+    ).all()
+    for workflow_id in locked:
+        # One probe of a partial index (ix_tasks_workflow_open): a node's current task is its
+        # only one that can be unfinished (a retry replaces finished tasks only).
+        if session.scalar(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE workflow_id = :id AND workflow_id IS "
+                f"NOT NULL AND status IN ({_OPEN_SQL}))"
+            ),
+            {"id": str(workflow_id)},
+        ):
+            continue
+        counts = session.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE t.status IN ('failed', 'upstream_failed')) AS bad, "
+                "count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled "
+                "FROM workflow_nodes n JOIN tasks t ON t.id = n.task_id "
+                "WHERE n.workflow_id = :id"
+            ),
+            {"id": workflow_id},
+        ).one()
+        status = "failed" if counts.bad else "cancelled" if counts.cancelled else "succeeded"
+        session.execute(
+            text(
+                "UPDATE workflows SET status = :status, finished_at = clock_timestamp() "
+                "WHERE id = :id AND status = 'running'"
+            ),
+            {"status": status, "id": workflow_id},
+        )
