@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[a-z][a-z0-9_.]{0,99}$")
 # A consumer that raised is offered the row again after this long, doubling up to the cap.
 RETRY_FIRST, RETRY_CAP = 1.0, 300.0
+# How long an outcome row waits for the process that wrote it before the scheduler's sweep
+# takes it (that process died, or its hand-over failed).
+SWEEP_AFTER = 1.0
 
 
 class OutcomeError(Exception):
@@ -155,7 +158,13 @@ class OutcomeSeam:
         return done
 
     def _take(self, session: Session, ids: Sequence[int] | None, limit: int) -> list[Any]:
-        chosen = "id = ANY(:ids)" if ids is not None else "TRUE"
+        # A sweep leaves fresh rows to the process that wrote them (it hands them over right
+        # after its commit): it takes only those left for SWEEP_AFTER seconds.
+        chosen = (
+            "id = ANY(:ids)"
+            if ids is not None
+            else f"at < clock_timestamp() - interval '{SWEEP_AFTER} seconds'"
+        )
         return session.execute(
             text(
                 "SELECT id, task_id, status, attempt, at, consumers FROM task_outcomes "
