@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The suite runs in TEST_JOBS pytest processes (pytest-xdist), a test file per process at a time.
+TEST_JOBS ?= 2
 
 .DEFAULT_GOAL := help
 
@@ -37,7 +39,7 @@ run: install ## Start the whole platform (embedded Postgres + Redis unless SCHED
 	$(PY) manage.py standalone --port $(PORT)
 
 test: install-dev tools ## Run the test suite (Postgres on :5432 or an embedded one, real workers)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install-dev ## ruff check + format check
 	$(VENV)/bin/ruff check .

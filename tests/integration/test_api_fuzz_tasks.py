@@ -1,0 +1,9 @@
+"""Fuzzing the tasks, dead letter and delivery operations finds no 5xx and no contradiction."""
+
+from __future__ import annotations
+
+from tests.integration.fuzzing import fuzz_shard
+
+
+def test_fuzzing_the_tasks_operations_finds_no_server_error(live_server, credentials, tmp_path):
+    assert fuzz_shard("tasks", live_server, credentials, tmp_path) >= 5
