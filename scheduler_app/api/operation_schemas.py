@@ -29,9 +29,7 @@ class WorkerListSchema(Schema):
 
 
 class ScaleSchema(Schema):
-    concurrency = WholeNumber(
-        required=True, validate=validate.Range(1, L.WORKER_CONCURRENCY_MAX)
-    )
+    concurrency = WholeNumber(required=True, validate=validate.Range(1, L.WORKER_CONCURRENCY_MAX))
 
 
 class QueueSchema(Schema):

@@ -11,7 +11,9 @@ from scheduler_app.api.operation_schemas import QueueListSchema, QueueSchema
 from scheduler_app.api.security import BEARER, principal, problem_response, require
 from scheduler_app.services.clients.principal import Role
 
-blp = Blueprint("queues", __name__, url_prefix="/api/v1/queues", description="Queues: pause, resume")
+blp = Blueprint(
+    "queues", __name__, url_prefix="/api/v1/queues", description="Queues: pause, resume"
+)
 NAME = f"<string(maxlength={L.QUEUE_NAME_MAX}):name>"
 
 

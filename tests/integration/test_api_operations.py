@@ -15,7 +15,8 @@ from sqlalchemy import delete, text
 
 from scheduler_app.models import Pause, WorkerSetting
 from scheduler_app.services.workers.registry import WorkerRegistry
-from tests.workflow_support import node, submit as submit_workflow
+from tests.workflow_support import node
+from tests.workflow_support import submit as submit_workflow
 
 
 @pytest.fixture(autouse=True)
@@ -75,9 +76,7 @@ def test_workers_and_queues_need_the_operator_role(api, submitter, assert_proble
 
 def test_scale_needs_the_operator_role(api, submitter, assert_problem, registered):
     name = registered("low")
-    response = api.post(
-        f"/api/v1/workers/{name}/scale", json={"concurrency": 3}, headers=submitter
-    )
+    response = api.post(f"/api/v1/workers/{name}/scale", json={"concurrency": 3}, headers=submitter)
     assert_problem(response, 403)
 
 

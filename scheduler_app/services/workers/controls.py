@@ -274,4 +274,3 @@ class ControlService:
             )
         if known is None:
             raise NotFound(f"no worker named {name!r} has ever started")
-

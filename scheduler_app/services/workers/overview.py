@@ -79,9 +79,7 @@ class OperationsView:
         """Each worker name's newest instance: online, paused or offline."""
         now = utcnow()
         with self.sessions() as session:
-            rows = session.execute(
-                text(WORKERS_SQL), {"name": name, "limit": L.PAGE_MAX}
-            ).all()
+            rows = session.execute(text(WORKERS_SQL), {"name": name, "limit": L.PAGE_MAX}).all()
         return [self._worker(row, now) for row in rows]
 
     def worker(self, name: str) -> dict[str, Any]:
