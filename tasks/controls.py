@@ -89,13 +89,15 @@ def resize(consumer: Any, target: int) -> None:
     try:
         if target > current:
             consumer.pool.grow(target - current)
+            # start them now, not at the pool's next maintenance (every 5 s); as autoscale does
+            consumer.pool.maintain_pool()
         else:
             consumer.pool.shrink(current - target)
     except (NotImplementedError, ValueError) as exc:  # solo pool; every process busy
         log.warning("could not resize the pool", extra={"error": str(exc), "target": target})
         return
     consumer._update_prefetch_count(target - current)
-    log.info("pool resized", extra={"from": current, "to": target})
+    log.info("pool resized from %s to %s", current, target)
 
 
 def register(read: Any) -> None:
