@@ -34,6 +34,14 @@ EXPECTED_PATHS = {
     "/api/v1/workflows/{workflow_id}/cancel",
     "/api/v1/workflows/{workflow_id}/retry",
     "/api/v1/workflows/{workflow_id}/graph",
+    "/api/v1/tasks/{task_id}/explain",
+    "/api/v1/workers",
+    "/api/v1/workers/{name}/pause",
+    "/api/v1/workers/{name}/resume",
+    "/api/v1/workers/{name}/scale",
+    "/api/v1/queues",
+    "/api/v1/queues/{name}/pause",
+    "/api/v1/queues/{name}/resume",
 }
 PUBLIC = {"/healthz", "/readyz", "/api/v1/auth/token"}
 
@@ -94,7 +102,28 @@ def _summary(run: subprocess.CompletedProcess) -> str:
     return (run.stdout + run.stderr)[-12000:]
 
 
-def test_fuzzing_every_operation_finds_no_server_error(live_server, credentials, tmp_path):
+@pytest.fixture
+def undo_operator_controls(app):
+    """The fuzzer pauses queues (and workers, and scales them) of the session's app: resume
+    them all afterwards, so that later tests of this session find their queues running."""
+    yield
+    from sqlalchemy import text
+
+    ext = app.extensions["scheduler"]
+    with ext.tasks.sessions() as session:
+        paused = session.execute(text("SELECT scope, name FROM pauses")).all()
+    for row in paused:
+        if row.scope == "queue":
+            ext.controls.resume_queue(row.name)
+        else:
+            ext.controls.resume_worker(row.name)
+    with ext.tasks.sessions.begin() as session:
+        session.execute(text("DELETE FROM worker_settings"))
+
+
+def test_fuzzing_every_operation_finds_no_server_error(
+    live_server, credentials, tmp_path, undo_operator_controls
+):
     client_id, secret = credentials("admin")
     config = tmp_path / "schemathesis.toml"
     config.write_text(
