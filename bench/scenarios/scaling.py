@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from bench.environment import Environment
 from bench.plan import Plan
-from bench.report import Row
 from bench.probes import set_consuming
+from bench.report import Row
 from bench.scenarios.execution import drain
 
 TITLE = "scaling"
@@ -25,8 +25,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
     gain = Row("8c", "scaling: 2 worker processes / 1 (8b / 8a), ours vs raw", "x")
     workers = {
         side: [
-            env.start_worker(side, f"{side}-scale{i}", QUEUES[side], "prefork", 1)
-            for i in range(2)
+            env.start_worker(side, f"{side}-scale{i}", QUEUES[side], "prefork", 1) for i in range(2)
         ]
         for side in ("ours", "raw")
     }
