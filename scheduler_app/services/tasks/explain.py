@@ -54,7 +54,7 @@ class TaskExplainer:
             reasons.append(
                 {
                     "code": "finished",
-                    "message": f"the task is {status.value}; it will not run again",
+                    "message": f"the task has finished ({status.value}); it will not run again",
                     "status": status.value,
                     "finished_at": task.finished_at,
                     "error_type": task.error_type,
