@@ -110,14 +110,16 @@ def test_a_paused_queue_holds_its_work_and_releases_it_on_resume(ops, client, sh
     paused = post(client, "/api/v1/queues/default/pause")
     assert paused["paused"] is True
     ids = submit_echoes(client, "default", 3)  # accepted while paused
+    # a short delay rides a broker ETA: refused when due, it is held as scheduled
+    delayed = client.submit(task="demo.echo", delay=0.5)["id"]
     time.sleep(QUIET)
-    assert statuses(client, ids) == ["queued"] * 3 and never_started(ops, ids)
+    assert statuses(client, ids) == ["queued"] * 3 and never_started(ops, [*ids, delayed])
     explained = client.http.get(f"/api/v1/tasks/{ids[0]}/explain", headers=client.headers).json
     assert "queue_paused" in [r["code"] for r in explained["reasons"]]
     # the reconciler (every second here) did not publish them again and again meanwhile
     assert not [e for e in events(ops, ids[0]) if "re-published" in e]
     post(client, "/api/v1/queues/default/resume")
-    assert [t["status"] for t in client.wait_all(ids, 30)] == ["succeeded"] * 3
+    assert [t["status"] for t in client.wait_all([*ids, delayed], 30)] == ["succeeded"] * 4
 
 
 def test_a_pause_no_worker_heard_of_still_holds_every_task(ops, client, shared):
