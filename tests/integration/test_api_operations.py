@@ -36,16 +36,21 @@ def undo_controls(app) -> Iterator[None]:
 
 
 @pytest.fixture
-def registered(app):
-    """Register a live worker instance of a new name consuming ``queues``; its name."""
+def registered(app) -> Iterator:
+    """Register a live worker instance of a new name consuming ``queues``; its name. Stopped
+    (offline) after the test, so that queue "low" has no online worker in the next one."""
+    registry = WorkerRegistry(app.extensions["scheduler"].tasks.sessions)
+    instances: list[uuid.UUID] = []
 
     def make(*queues: str, concurrency: int = 2) -> str:
         name = f"w{uuid.uuid4().hex[:6]}@test"
-        registry = WorkerRegistry(app.extensions["scheduler"].tasks.sessions)
-        registry.register(uuid.uuid4(), name, 1, list(queues), concurrency)
+        instances.append(uuid.uuid4())
+        registry.register(instances[-1], name, 1, list(queues), concurrency)
         return name
 
-    return make
+    yield make
+    for instance in instances:
+        registry.stopped(instance)
 
 
 def explain(api, headers, task_id: str) -> dict:
