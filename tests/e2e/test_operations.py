@@ -223,3 +223,29 @@ def test_explain_a_running_task_and_a_retry_backoff(ops, client, shared):
     ).json
     assert explained["reasons"][0]["code"] == "finished"
     assert explained["reasons"][0]["status"] == finished["status"] == "succeeded"
+
+
+def test_a_paused_worker_hands_back_what_it_still_fetches(ops, client, shared, workers):
+    """Its pause only written (the broadcast lost): the paused worker keeps fetching for a
+    moment, refuses each claim and publishes the task again, and the other worker runs it.
+    Negative control: PAUSE_CLAIM_NEGATIVE_CONTROL=1 (the paused worker runs some)."""
+    hostname = f"handing-{uuid.uuid4().hex[:6]}@test"
+    workers("default", 2, hostname=hostname)
+    with ops.ext.tasks.sessions.begin() as session:
+        session.execute(
+            text("INSERT INTO pauses (scope, name, paused_by) VALUES ('worker', :n, 't')"),
+            {"n": hostname},
+        )
+    ids = submit_echoes(client, "default", 10)
+    assert [t["status"] for t in client.wait_all(ids, 30)] == ["succeeded"] * 10
+    with ops.ext.tasks.sessions() as session:
+        ran_on = set(
+            session.execute(
+                text("SELECT worker FROM runs WHERE task_id = ANY(CAST(:ids AS uuid[]))"),
+                {"ids": ids},
+            ).scalars()
+        )
+    assert ran_on == {shared}, "a paused worker claimed a task"
+    assert any(
+        f"handed back: worker {hostname} is paused" in e for i in ids for e in events(ops, i)
+    )
