@@ -110,11 +110,22 @@ def scheduler(data_dir: Path) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--data-dir", default=".standalone", show_default=True, type=click.Path())
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
-def standalone(port: int, data_dir: str, no_flower: bool) -> None:
-    """Start API, worker, scheduler and Flower on embedded (or configured) Postgres and Redis."""
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Worker processes to run (each -c 2, named standalone-N@host when more than one).",
+)
+def standalone(port: int, data_dir: str, no_flower: bool, workers: int) -> None:
+    """Start API, workers, scheduler and Flower on embedded (or configured) Postgres and Redis."""
     from scheduler_app.standalone import run_standalone
 
-    sys.exit(run_standalone(port=port, data_dir=Path(data_dir).resolve(), flower=not no_flower))
+    sys.exit(
+        run_standalone(
+            port=port, data_dir=Path(data_dir).resolve(), flower=not no_flower, workers=workers
+        )
+    )
 
 
 if __name__ == "__main__":

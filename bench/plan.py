@@ -24,6 +24,8 @@ class Plan:
     batch1000_requests: int
     # 3. execution: pre-queued no-op tasks per repetition
     drain_tasks: int
+    # 8. scaling: pre-queued no-op tasks per drain (1 and 2 worker processes)
+    scale_tasks: int
     # 4. latency: sequential submissions per repetition and side
     latency_samples: int
     # 5. delay precision: tasks per repetition and side, and the time between their due times
@@ -50,6 +52,7 @@ FULL = Plan(
     batch100_requests=30,
     batch1000_requests=4,
     drain_tasks=1000,
+    scale_tasks=10_000,
     latency_samples=100,
     delay_tasks=50,
     delay_spacing=0.04,
@@ -72,6 +75,7 @@ QUICK = Plan(
     batch100_requests=2,
     batch1000_requests=1,
     drain_tasks=40,
+    scale_tasks=60,
     latency_samples=5,
     delay_tasks=4,
     delay_spacing=0.05,

@@ -22,8 +22,10 @@ from scheduler_app.api import (
     dead_letters,
     docs,
     health,
+    queues,
     schedules,
     tasks,
+    workers,
     workflows,
 )
 from scheduler_app.api.body_limit import BodyLimit, refuse_large_bodies
@@ -40,7 +42,10 @@ from scheduler_app.services.clients.service import ClientService
 from scheduler_app.services.dead_letters.service import DeadLetterService
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.schedules.service import ScheduleService
+from scheduler_app.services.tasks.explain import TaskExplainer
 from scheduler_app.services.tasks.service import TaskService
+from scheduler_app.services.workers.controls import ControlService
+from scheduler_app.services.workers.overview import OperationsView
 from scheduler_app.services.workflows.advance import bind_dispatcher
 from scheduler_app.services.workflows.service import WorkflowService
 from scheduler_app.task_types import TaskType, load_task_modules
@@ -62,6 +67,9 @@ class Extension:
     dispatcher: Dispatcher
     schedules: ScheduleService
     workflows: WorkflowService
+    controls: ControlService
+    operations: OperationsView
+    explainer: TaskExplainer
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
@@ -100,6 +108,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     dispatcher = Dispatcher(make_producer_app(settings))
     types = load_task_modules(settings.task_modules)
     task_service = TaskService(sessions, dispatcher, settings, types)
+    operations = OperationsView(sessions, settings)
     broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
     app.extensions["scheduler"] = Extension(
         settings=settings,
@@ -112,12 +121,25 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         dispatcher=dispatcher,
         schedules=ScheduleService(ScheduleRunner(task_service, settings)),
         workflows=WorkflowService(task_service),
+        controls=ControlService(sessions, dispatcher, settings),
+        operations=operations,
+        explainer=TaskExplainer(sessions, task_service, operations),
     )
     bind_dispatcher(dispatcher)  # workflow nodes this process releases
 
     init_jwt(app)
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [SchemaRules()]})
-    for module in (health, auth, clients, tasks, dead_letters, schedules, workflows):
+    for module in (
+        health,
+        auth,
+        clients,
+        tasks,
+        dead_letters,
+        schedules,
+        workflows,
+        workers,
+        queues,
+    ):
         api.register_blueprint(module.blp)
     document_registry(api.spec, settings, types, ["TaskCreate", "ScheduleCreate", "WorkflowNode"])
     schedules.document(api.spec, settings, types)

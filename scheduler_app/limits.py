@@ -62,3 +62,7 @@ def around(bound: int | float) -> list[int | float]:
     """The values a test of ``bound`` must try: just below, on, and just above it."""
     step = 1 if isinstance(bound, int) else bound * 1e-9 or 1e-9
     return [bound - step, bound, bound + step]
+
+
+WORKER_NAME_MAX = 255  # characters of a worker's name (its Celery hostname)
+WORKER_CONCURRENCY_MAX = 256  # pool processes (or threads) a scale request may ask for

@@ -20,9 +20,11 @@ from scheduler_app.services.broker.celery_config import celery_config
 from scheduler_app.services.broker.dispatcher import Dispatcher
 from scheduler_app.services.ledger.connection import LedgerConnection
 from scheduler_app.services.tasks.execution import Executor
+from scheduler_app.services.workers.controls import Controls, read_controls
 from scheduler_app.services.workers.registry import WorkerRegistry
 from scheduler_app.services.workflows.advance import bind_dispatcher
 from scheduler_app.task_types import load_task_modules
+from tasks import controls as consumer_controls
 from tasks.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ class WorkerRuntime:
     # One id per worker start, shared by its pool processes: runs record it, heartbeats prove it.
     instance: uuid.UUID = field(default_factory=uuid.uuid4)
     heartbeat: Heartbeat | None = None
+    # The stored controls applied to this worker's consumer (main process, once ready).
+    controls: consumer_controls.ConsumerControls | None = None
     _executor: Executor | None = field(default=None, repr=False)
     _engine: object = field(default=None, repr=False)
     _ledger: LedgerConnection | None = field(default=None, repr=False)
@@ -87,11 +91,35 @@ class WorkerRuntime:
         if self._ledger is not None:
             self._ledger.close()
 
-    def started(self, name: str, queues: list[str], concurrency: int) -> None:
-        """Register this worker instance and start its heartbeat (main process)."""
+    def stored_controls(self, name: str) -> Controls:
+        """The pauses and pool size stored for the worker ``name``."""
+        with make_session_factory(self.engine)() as session:
+            return read_controls(session, name)
+
+    def started(self, consumer, queues: list[str]) -> None:
+        """Apply the stored controls, register this worker instance and start its heartbeat
+        (main process)."""
+        name = consumer.hostname
+        self.controls = consumer_controls.ConsumerControls(name, tuple(queues))
+        try:
+            self.controls.apply(consumer, self.stored_controls(name))
+        except Exception:  # the claim still refuses paused work; the heartbeat tries again
+            log.exception("could not apply the stored controls")
+        size = consumer_controls.pool_size(consumer) or consumer.controller.concurrency
         registry = WorkerRegistry(make_session_factory(self.engine))
-        registry.register(self.instance, name, os.getpid(), queues, concurrency)
-        self.heartbeat = Heartbeat(registry, self.instance, self.settings.heartbeat_interval)
+        registry.register(self.instance, name, os.getpid(), queues, size)
+
+        def check_controls() -> None:
+            if self.controls is not None and self.stored_controls(name) != self.controls.applied:
+                self.controls.ask(self.app)
+
+        self.heartbeat = Heartbeat(
+            registry,
+            self.instance,
+            self.settings.heartbeat_interval,
+            concurrency=lambda: consumer_controls.pool_size(consumer),
+            after_beat=check_controls,
+        )
         self.heartbeat.start()
 
     def stopped(self) -> None:
@@ -142,6 +170,12 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
             timeout_error=(SoftTimeLimitExceeded,),
         )
         log.debug("attempt finished", extra={"result": result.status})
+    if result.status in ("held", "handed_back"):
+        # A pause this worker has not applied yet: have its consumer stop fetching.
+        runtime = self.runtime
+        if runtime.controls is None or runtime.controls.hostname != worker:
+            runtime.controls = consumer_controls.ConsumerControls(worker, ())
+        runtime.controls.ask(self.app)
     return result.status
 
 
@@ -155,6 +189,7 @@ def create_celery_app(settings: Settings) -> Celery:
             run_ledger_task
         )
     app.runtime = runtime
+    consumer_controls.register(lambda name: (runtime.stored_controls(name), runtime.controls))
 
     @signals.worker_process_init.connect(weak=False)
     def _reset_after_fork(**_):
@@ -167,8 +202,7 @@ def create_celery_app(settings: Settings) -> Celery:
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender, **_):
-        queues = sorted(app.amqp.queues.consume_from or [settings.default_queue])
-        runtime.started(sender.hostname, queues, sender.controller.concurrency)
+        runtime.started(sender, consumer_controls.configured_queues(sender, settings.default_queue))
         gc.freeze()  # likewise in the process that receives and acks (the only one with solo)
 
     @signals.task_unknown.connect(weak=False)

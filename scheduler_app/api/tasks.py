@@ -9,6 +9,7 @@ from flask.views import MethodView
 
 from scheduler_app import limits as L
 from scheduler_app.api.blueprint import Blueprint
+from scheduler_app.api.operation_schemas import ExplainSchema
 from scheduler_app.api.security import BEARER, principal, require
 from scheduler_app.api.task_schemas import (
     EventSchema,
@@ -160,3 +161,13 @@ class TaskCancel(MethodView):
     def post(self, task_id: uuid.UUID):
         """Cancel a task: waiting ones never run, a running one is terminated"""
         return _service().cancel(principal(), task_id)
+
+
+@blp.route("/<uuid:task_id>/explain")
+class TaskExplain(MethodView):
+    @require()
+    @blp.doc(security=BEARER)
+    @blp.response(200, ExplainSchema)
+    def get(self, task_id: uuid.UUID):
+        """Why the task is not running (or not finished) right now, with evidence"""
+        return current_app.extensions["scheduler"].explainer.explain(principal(), task_id)

@@ -2,6 +2,7 @@
 
 from scheduler_app.models.base import Base
 from scheduler_app.models.client import Client, RevokedToken
+from scheduler_app.models.control import Pause, WorkerSetting
 from scheduler_app.models.counter import Counter
 from scheduler_app.models.dead_letter import DeadLetter
 from scheduler_app.models.outcome import TaskOutcome
@@ -15,6 +16,7 @@ __all__ = [
     "Client",
     "Counter",
     "DeadLetter",
+    "Pause",
     "RevokedToken",
     "Run",
     "Schedule",
@@ -23,6 +25,7 @@ __all__ = [
     "TaskEvent",
     "TaskOutcome",
     "WorkerInstance",
+    "WorkerSetting",
     "Workflow",
     "WorkflowEdge",
     "WorkflowNode",

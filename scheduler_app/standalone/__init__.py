@@ -38,8 +38,9 @@ class StartupError(RuntimeError):
     """A start-up step (migrations, admin client) failed."""
 
 
-def run_standalone(port: int, data_dir: Path, flower: bool = True) -> int:
-    """Run the whole platform until SIGINT/SIGTERM; return the process exit code."""
+def run_standalone(port: int, data_dir: Path, flower: bool = True, workers: int = 1) -> int:
+    """Run the whole platform (with ``workers`` worker processes) until SIGINT/SIGTERM; return
+    the process exit code."""
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     supervisor = Supervisor()
@@ -58,7 +59,7 @@ def run_standalone(port: int, data_dir: Path, flower: bool = True) -> int:
         previous = _read_json(state)
         state.unlink(missing_ok=True)
         try:
-            return _run(supervisor, port, data_dir, flower, previous)
+            return _run(supervisor, port, data_dir, flower, previous, workers)
         except ShutdownRequested:
             return 0
         except (EmbeddedError, StartupError, OSError) as exc:
@@ -71,7 +72,12 @@ def run_standalone(port: int, data_dir: Path, flower: bool = True) -> int:
 
 
 def _run(
-    supervisor: Supervisor, port: int, data_dir: Path, flower: bool, previous: Mapping[str, Any]
+    supervisor: Supervisor,
+    port: int,
+    data_dir: Path,
+    flower: bool,
+    previous: Mapping[str, Any],
+    workers: int = 1,
 ) -> int:
     started = time.monotonic()
     keys = _load_secrets(data_dir / "secrets.json")
@@ -99,7 +105,7 @@ def _run(
     supervisor.check_stop()
 
     flower_port = free_port() if flower and importlib.util.find_spec("flower") else None
-    for spec in _children(port, flower_port, admin["client_secret"], env):
+    for spec in _children(port, flower_port, admin["client_secret"], env, workers):
         supervisor.start(spec)
     info = {
         "api_url": f"http://{HOST}:{port}",
@@ -192,10 +198,17 @@ def _database_identity(database_url: str) -> str | None:
 
 
 def _children(
-    port: int, flower_port: int | None, admin_secret: str, env: Mapping[str, str]
+    port: int,
+    flower_port: int | None,
+    admin_secret: str,
+    env: Mapping[str, str],
+    workers: int = 1,
 ) -> list[ChildSpec]:
+    """The supervised processes: API, ``workers`` workers (each its own name, so each can be
+    paused and scaled on its own), scheduler and Flower."""
     python = sys.executable
     celery = [python, "-m", "celery", "-A", "tasks.worker"]
+    queues = _queues(env)
     specs = [
         ChildSpec(
             "api",
@@ -209,16 +222,19 @@ def _children(
             env,
             REPO_ROOT,
         ),
-        ChildSpec(
-            "worker",
-            [
-                *celery,
-                *("worker", "--loglevel", "INFO", "--concurrency", "2"),
-                *("-Q", ",".join(_queues(env)), "--hostname", "standalone@%h"),
-            ],
-            # SIGTERM -> soft shutdown: finish within shutdown_timeout, then hand work back.
-            {**env, "REMAP_SIGTERM": "SIGQUIT"},
-            REPO_ROOT,
+        *(
+            ChildSpec(
+                "worker" if workers == 1 else f"worker-{n}",
+                [
+                    *celery,
+                    *("worker", "--loglevel", "INFO", "--concurrency", "2"),
+                    *("-Q", ",".join(queues), "--hostname", _worker_name(n, workers)),
+                ],
+                # SIGTERM -> soft shutdown: finish within shutdown_timeout, then hand work back.
+                {**env, "REMAP_SIGTERM": "SIGQUIT"},
+                REPO_ROOT,
+            )
+            for n in range(1, workers + 1)
         ),
         _manage("scheduler", env),
     ]
@@ -234,6 +250,11 @@ def _children(
             )
         )
     return specs
+
+
+def _worker_name(n: int, workers: int) -> str:
+    """Worker ``n``'s Celery hostname (one worker keeps the name earlier runs stored)."""
+    return "standalone@%h" if workers == 1 else f"standalone-{n}@%h"
 
 
 def _queues(env: Mapping[str, str]) -> tuple[str, ...]:

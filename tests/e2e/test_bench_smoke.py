@@ -18,7 +18,7 @@ from bench.report import Row, Target, render
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = {
     "1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c", "4a", "4b",
-    "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d",
+    "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d", "8a", "8b", "8c",
 }  # fmt: skip
 WITHOUT_RAW = {"5c", "5d", "6b"}  # raw Celery cannot do these (see the rows' notes)
 

@@ -108,3 +108,22 @@ def live_server(app) -> Iterator[LiveServer]:
     server = LiveServer(app).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def undo_operator_controls(app):
+    """The fuzzer pauses queues (and workers, and scales them) of the session's app: resume
+    them all afterwards, so that later tests of this session find their queues running."""
+    yield
+    from sqlalchemy import text
+
+    ext = app.extensions["scheduler"]
+    with ext.tasks.sessions() as session:
+        paused = session.execute(text("SELECT scope, name FROM pauses")).all()
+    for row in paused:
+        if row.scope == "queue":
+            ext.controls.resume_queue(row.name)
+        else:
+            ext.controls.resume_worker(row.name)
+    with ext.tasks.sessions.begin() as session:
+        session.execute(text("DELETE FROM worker_settings"))

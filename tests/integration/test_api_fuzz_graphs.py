@@ -5,5 +5,7 @@ from __future__ import annotations
 from tests.integration.fuzzing import fuzz_shard
 
 
-def test_fuzzing_the_graphs_operations_finds_no_server_error(live_server, credentials, tmp_path):
+def test_fuzzing_the_graphs_operations_finds_no_server_error(
+    live_server, credentials, tmp_path, undo_operator_controls
+):
     assert fuzz_shard("graphs", live_server, credentials, tmp_path) >= 5

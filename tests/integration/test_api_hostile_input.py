@@ -114,7 +114,12 @@ def test_a_cursor_that_is_not_ours_is_a_422(api, make_client, path, cursor):
 
 @pytest.mark.parametrize("path", [TASKS, "/api/v1/dlq"])
 @pytest.mark.parametrize(
-    "cursor", ["0_" + "0" * 32, "9" * 17 + "_" + "f" * 32, "1764614400000000_510e4e07af0b4b178553b34fac10b5c0"]
+    "cursor",
+    [
+        "0_" + "0" * 32,
+        "9" * 17 + "_" + "f" * 32,
+        "1764614400000000_510e4e07af0b4b178553b34fac10b5c0",
+    ],
 )
 def test_every_cursor_of_the_documented_pattern_is_a_position(api, make_client, path, cursor):
     """The document says which cursors the API takes; each of them names a position."""

@@ -26,6 +26,7 @@ from scheduler_app.services.broker.layout import UNACKED_KEY, queue_keys
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.services.tasks.execution import Executor
+from scheduler_app.services.workers.controls import QUEUE_NOT_PAUSED
 from scheduler_app.services.workers.registry import WorkerRegistry
 from scheduler_app.states import CLAIMABLE
 
@@ -138,6 +139,8 @@ class Reconciler:
                     Task.status.in_([s.value for s in CLAIMABLE]),
                     Task.dispatched_at.is_not(None),
                     Task.dispatched_at <= cutoff,
+                    # a paused queue's messages are refused and held on purpose
+                    QUEUE_NOT_PAUSED,
                 )
                 .limit(20_000)
             ).all()

@@ -246,6 +246,15 @@ class ClaimedAttempt(NamedTuple):
     request_id: str | None
 
 
+# A claim takes nothing from a paused queue, and a paused worker takes nothing: the stored
+# pauses (services/workers/controls.py) are checked in the claim itself, so no prefetched
+# message, late broadcast or worker started after the pause lets a task through. ``pauses``
+# has a row per paused queue or worker (usually none): two probes of its primary key.
+PAUSE_GUARD = (
+    "NOT EXISTS (SELECT 1 FROM pauses WHERE (scope = 'queue' AND name = tasks.queue)"
+    " OR (scope = 'worker' AND name = $4))"
+)
+
 # The two moves every attempt makes, prepared per worker connection: each is one round trip
 # that Postgres rarely parses or plans again. A prepared plan outlives the statistics it was
 # made with, so each leaves the planner only plans that suit any table size: the status guard
@@ -255,7 +264,11 @@ CLAIM_MOVE = Move(
     TaskStatus.RUNNING,  # $1 id, $2 now, $3 attempt, $4 worker, $5 instance
     rows="id = $1",
     set=(("attempts", "attempts + 1"), ("started_at", "coalesce(started_at, clock_timestamp())")),
-    guards=("(expires_at IS NULL OR expires_at > $2)", "($3 IS NULL OR attempts = $3 - 1)"),
+    guards=(
+        "(expires_at IS NULL OR expires_at > $2)",
+        "($3 IS NULL OR attempts = $3 - 1)",
+        PAUSE_GUARD,
+    ),
     returning=ClaimedAttempt._fields,
     worker="$4",
     run=(
@@ -301,6 +314,7 @@ def prepared() -> _Prepared:
     """The claim and success statements for the consumers registered now."""
     global _prepared
     if _prepared is None or _prepared.version != SEAM.version:
+        # CLAIM_MOVE is looked up now: a negative control may have replaced it
         _prepared = _Prepared(
             SEAM.version,
             _named(
@@ -337,6 +351,7 @@ def claim_attempt(
     """queued/retrying -> running, with its event and run; the task's spec, or None.
 
     ``attempt`` (when given) must be the next attempt, so a stale message cannot start a later one.
+    None also when the task's queue or this worker is paused (see :data:`PAUSE_GUARD`).
     """
     rows = conn.execute(
         prepared().claim, (str(task_id), now, attempt, worker, str(instance) if instance else None)

@@ -28,6 +28,7 @@ from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.tasks.backoff import retry_delay
 from scheduler_app.services.tasks.counters import CounterStore
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
+from scheduler_app.services.workers.controls import ClaimRefusals
 from scheduler_app.states import CLAIMABLE, TaskStatus
 from scheduler_app.task_types import TaskContext, TaskType
 
@@ -60,7 +61,9 @@ class WorkerLostError(Exception):
 class AttemptResult:
     """What became of one delivery of a task to this worker (not the task's outcome)."""
 
-    status: str  # skipped | succeeded | retrying | failed | discarded
+    # skipped | succeeded | retrying | failed | discarded | held (its queue is paused) |
+    # handed_back (this worker is paused: published again for another)
+    status: str
     retry_in: float | None = None
 
 
@@ -96,6 +99,7 @@ class Executor:
 
     def __post_init__(self) -> None:
         self.counters = CounterStore(self.sessions)
+        self.refusals = ClaimRefusals(self.sessions, self.dispatcher)
         if self.ledger is None:
             self.ledger = LedgerConnection(
                 self.settings.database_url,
@@ -117,6 +121,8 @@ class Executor:
         """
         tid = uuid.UUID(task_id)
         claimed = self._claim(tid, worker, attempt)
+        if isinstance(claimed, AttemptResult):
+            return claimed
         if claimed is None:
             return AttemptResult("skipped")
         attempt = claimed.attempts
@@ -197,6 +203,16 @@ class Executor:
         )
         if claimed is not None:
             return claimed
+        # Refused by a stored pause (the claim checks them): the message is acked either way.
+        refused = self.refusals.refusal(tid, worker, attempt, now)
+        if refused is not None:
+            if refused.queue_paused:
+                if self.refusals.hold(tid, worker, refused.queue):
+                    return AttemptResult("held")
+                return self._claim(tid, worker, attempt)  # resumed in between
+            if self.refusals.hand_back(tid, worker):
+                return AttemptResult("handed_back")
+            return None
         # Not claimable: a duplicate or stale message, a cancelled task, or an expired one,
         # which fails here so that it does not wait for the reconciler.
         with unit_of_work(self.sessions) as session:

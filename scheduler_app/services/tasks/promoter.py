@@ -16,6 +16,7 @@ from scheduler_app.services.broker.dispatcher import Dispatch, Dispatcher
 from scheduler_app.services.ledger.transitions import transition
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
+from scheduler_app.services.workers.controls import QUEUE_NOT_PAUSED
 from scheduler_app.states import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def promote_due(
                 Task.status.in_([TaskStatus.SCHEDULED.value, TaskStatus.RETRYING.value]),
                 Task.run_at <= horizon,
                 Task.dispatched_at.is_(None),
+                QUEUE_NOT_PAUSED,  # released when the queue is resumed
             )
             .order_by(Task.run_at)
             .limit(limit)

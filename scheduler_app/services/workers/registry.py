@@ -49,13 +49,21 @@ class WorkerRegistry:
                 .on_conflict_do_nothing(index_elements=[WorkerInstance.id])
             )
 
-    def beat(self, instance: uuid.UUID, active: Sequence[uuid.UUID], processed: int) -> None:
-        """Heartbeat: the instance lives and runs exactly these ledger tasks right now."""
+    def beat(
+        self,
+        instance: uuid.UUID,
+        active: Sequence[uuid.UUID],
+        processed: int,
+        concurrency: int | None = None,
+    ) -> None:
+        """Heartbeat: the instance lives and runs exactly these ledger tasks right now (with a
+        pool of ``concurrency``, when given)."""
+        values = {"last_seen": utcnow(), "active": list(active), "processed": processed}
+        if concurrency is not None:
+            values["concurrency"] = concurrency
         with unit_of_work(self.sessions) as session:
             session.execute(
-                update(WorkerInstance)
-                .where(WorkerInstance.id == instance)
-                .values(last_seen=utcnow(), active=list(active), processed=processed)
+                update(WorkerInstance).where(WorkerInstance.id == instance).values(**values)
             )
 
     def stopped(self, instance: uuid.UUID) -> None:
