@@ -75,6 +75,25 @@ def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, head + body)
 
 
+def on_starting(server: Any) -> None:
+    """In the master, before any worker: Prometheus multiprocess mode in every deployment.
+
+    Each worker process writes its metric values to files in PROMETHEUS_MULTIPROC_DIR and
+    /metrics sums them, so a scrape answered by any process counts every process. Without the
+    directory each scrape would see only the process that answered it.
+    """
+    from scheduler_app.services.metrics import multiproc
+
+    multiproc.prepare("api")
+
+
+def on_exit(server: Any) -> None:
+    """The master stops: drop the metrics directory on_starting made (if it made one)."""
+    from scheduler_app.services.metrics import multiproc
+
+    multiproc.cleanup()
+
+
 def post_fork(server: Any, worker: Any) -> None:
     """In each worker process: gunicorn's error pages become problem+json."""
     from gunicorn import util
