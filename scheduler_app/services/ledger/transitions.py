@@ -244,6 +244,8 @@ class ClaimedAttempt(NamedTuple):
     jitter: bool
     timeout: float | None
     request_id: str | None
+    run_at: datetime  # when the attempt was due (its wait is the claim's time minus this)
+    workflow_id: str | None
 
 
 # The two moves every attempt makes, prepared per worker connection: each is one round trip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def prepare(prefix: str, sub: str | None = None) -> Path:
     for stale in path.glob("*.db"):
         stale.unlink(missing_ok=True)
     os.environ[ENV] = str(path)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # Imported already (the celery command line loads Flower's plugin, which imports it):
+        # metrics made from now on take the multiprocess store (metrics.py reads
+        # values.ValueClass when a metric is made).
+        values.ValueClass = values.get_value_class()
     return path
 
 
