@@ -89,8 +89,10 @@ def _flower_task(platform, task_id: str, state: str) -> dict:
         response = requests.get(
             f"{platform.flower_url}/api/task/info/{task_id}", auth=(USER, PASSWORD), timeout=10
         )
-        return response.status_code == 200 and response.json().get("state") == state and (
-            response.json()
+        return (
+            response.status_code == 200
+            and response.json().get("state") == state
+            and (response.json())
         )
 
     return wait_until(info, 60, 0.3, message=f"flower to show {task_id} as {state}")

@@ -1,10 +1,10 @@
 """A process's own /metrics (workers, the scheduler process): what only that process sees.
 
 A worker exports the attempts it ran (``scheduler_task_run_seconds``,
-``scheduler_task_wait_seconds``) and how busy its pool is; with prefork every pool process
-writes its values to the multiprocess directory (``multiproc.prepare``) and the worker's main
-process serves the sum. The metric objects are made on first use, in the process that uses them, so importing this
-module creates nothing.
+``scheduler_task_wait_seconds``) and how busy its pool is. With prefork every pool process
+writes its values to the multiprocess directory (``multiproc.prepare``) and the worker's
+main process serves the sum. The metric objects are made on first use, in the process that
+uses them, so importing this module creates nothing.
 """
 
 from __future__ import annotations
