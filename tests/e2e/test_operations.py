@@ -13,6 +13,7 @@ Negative controls:
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
@@ -42,6 +43,8 @@ PATHS = (
 def platform(tmp_path_factory):
     work = tmp_path_factory.mktemp("ops")
     stack = Stack(work, work, log_json=True, worker_metrics_port=free_port())
+    # The negative controls reach the worker and Flower (Stack passes no SCHEDULER_* through).
+    stack.env["SCHEDULER_TEST_REMOVE"] = os.environ.get("SCHEDULER_TEST_REMOVE", "")
     stack.metrics_port = stack.settings.worker_metrics_port
     stack.worker_process = stack.worker(queues="default", concurrency=2)
     port = free_port()

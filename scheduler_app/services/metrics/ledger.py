@@ -197,8 +197,15 @@ def families(rows: Iterable[Row], queues: Iterable[str], default_concurrency: in
         work = (waiting[queue].value if queue in waiting else 0.0) + running.get(queue, 0.0)
         required.add_metric([queue], float(math.ceil(work / max(per_worker, 1.0))))
 
+    queue_workers = GaugeMetricFamily(
+        "scheduler_queue_workers", "Online worker instances consuming the queue.", labels=["queue"]
+    )
+    for queue in sorted(known | capacity.keys()):
+        row = capacity.get(queue)
+        queue_workers.add_metric([queue], row.extra or 0.0 if row else 0.0)
+
     out: list[Metric] = [submitted, finished, retries, tasks, depth, oldest, paused, dead]
-    out += [workers, required]
+    out += [workers, queue_workers, required]
     if by_kind["deliveries"]:
         deliveries = CounterMetricFamily(
             "scheduler_webhook_deliveries", "Webhook delivery attempts.", labels=["result"]
