@@ -66,6 +66,24 @@ def attempt_metrics() -> AttemptMetrics:
     return _attempts
 
 
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+_lag: Any = None
+
+
+def observe_schedule_lag(seconds: float) -> None:
+    """One firing of a schedule's slot: ``seconds`` from the slot to its task's creation."""
+    global _lag
+    if _lag is None:
+        from prometheus_client import Histogram
+
+        _lag = Histogram(
+            "scheduler_schedule_lag_seconds",
+            "Schedule slot to its task created (scheduled and catch-up firings).",
+            buckets=LAG_BUCKETS,
+        )
+    _lag.observe(max(0.0, seconds))
+
+
 class PoolCollector:
     """Pool usage of a Celery worker, read at scrape time in its main process."""
 
