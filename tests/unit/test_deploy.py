@@ -136,7 +136,8 @@ def test_compose_runs_the_product_commands(services: dict[str, Any]) -> None:
         assert services[role]["command"] == command, role
     # `config` prints a literal $ as $$; the container's shell gets one $ and expands it.
     shell, flag, script = services["flower"]["command"]
-    assert [shell, flag, script.replace("$$", "$")] == ["sh", "-c", f"exec {COMPOSE_FLOWER_COMMAND}"]
+    expected = ["sh", "-c", f"exec {COMPOSE_FLOWER_COMMAND}"]
+    assert [shell, flag, script.replace("$$", "$")] == expected
     assert len({services[role]["image"] for role in APP_ROLES}) == 1, "one image for all roles"
 
 
@@ -225,8 +226,9 @@ def test_prometheus_scrapes_metrics_of_api_and_flower(services: dict[str, Any]) 
     assert api["authorization"]["credentials_file"] == "secrets/metrics_token"
     mounted = {s["target"] for s in services["prometheus"]["secrets"]}
     assert mounted == {"/etc/prometheus/secrets/metrics_token"}
-    assert services["api"]["environment"]["SCHEDULER_METRICS_TOKEN"] == (
-        COMPOSE_SECRETS["METRICS_TOKEN"]
+    assert (
+        services["api"]["environment"]["SCHEDULER_METRICS_TOKEN"]
+        == (COMPOSE_SECRETS["METRICS_TOKEN"])
     )
     worker = next(job for job in jobs if job["job_name"] == "scheduler-worker")
     assert worker["dns_sd_configs"][0]["port"] == int(
