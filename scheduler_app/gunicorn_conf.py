@@ -35,6 +35,10 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
+# The access log on stdout, as JSON lines when log_json (scheduler_app/logs.py, gunicorn_logging.py).
+accesslog = "-"
+logger_class = "scheduler_app.gunicorn_logging.JsonLogger"
+
 PROBLEM_CODES = {
     400: "bad-request",
     403: "forbidden",

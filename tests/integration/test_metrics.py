@@ -11,13 +11,16 @@ multiprocess directory; a scrape then sees one process's HTTP counter and the te
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import time
+import uuid
 
 import pytest
 import requests
 
 from tests.api_server import ApiServer
+from tests.support import wait_until
 
 TOKEN = "scrape-token-for-the-metrics-test-0123456789"
 N = 40
@@ -25,7 +28,12 @@ N = 40
 
 @pytest.fixture(scope="module")
 def server(process_env, logdir):
-    env = {**process_env, "SCHEDULER_METRICS_TOKEN": TOKEN, "SCHEDULER_METRICS_CACHE_SECONDS": "1"}
+    env = {
+        **process_env,
+        "SCHEDULER_METRICS_TOKEN": TOKEN,
+        "SCHEDULER_METRICS_CACHE_SECONDS": "1",
+        "SCHEDULER_LOG_JSON": "true",
+    }
     api = ApiServer(env, logdir, workers=4).start()
     yield api
     api.stop()
@@ -89,3 +97,28 @@ def test_submit_n_and_every_scrape_counts_n_more(server, make_client):
     assert sample(text, "scheduler_queue_oldest_age_seconds", queue="low") > 0
     assert sample(text, "scheduler_metrics_ledger_up") == 1.0
     assert 'scheduler_workers{status="online"}' in text
+
+
+def test_gunicorn_access_lines_are_json_with_the_request_id(server, make_client):
+    request_id = uuid.uuid4().hex
+    response = requests.post(
+        f"{server.url}/api/v1/tasks",
+        json={"task": "demo.echo", "queue": "low"},
+        headers={**make_client("submitter"), "X-Request-ID": request_id},
+        timeout=30,
+    )
+    assert response.status_code == 202
+
+    def access_line():
+        for line in server.process.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("logger") == "gunicorn.access" and entry.get("request_id") == request_id:
+                return entry
+        return None
+
+    entry = wait_until(access_line, 10, 0.1, message="the access line")
+    assert entry["method"] == "POST" and entry["path"] == "/api/v1/tasks"
+    assert entry["status"] == 202 and entry["duration_ms"] >= 0 and entry["level"] == "info"
