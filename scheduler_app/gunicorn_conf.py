@@ -35,7 +35,7 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
-# The access log on stdout, as JSON lines when log_json (scheduler_app/logs.py, gunicorn_logging.py).
+# The access log on stdout: JSON lines when log_json (scheduler_app/gunicorn_logging.py).
 accesslog = "-"
 logger_class = "scheduler_app.gunicorn_logging.JsonLogger"
 
