@@ -112,7 +112,10 @@ def test_a_failed_task_shows_as_failed_in_flower(platform):
     assert platform.client.wait(ok["id"])["status"] == "succeeded"
     shown = _flower_task(platform, failed["id"], "FAILURE")
     assert "boom for flower" in (shown.get("exception") or "")
-    _flower_task(platform, ok["id"], "SUCCESS")
+    succeeded = _flower_task(platform, ok["id"], "SUCCESS")
+    # Its real arguments (the message's argsrepr/kwargsrepr), not the ledger id it carries.
+    assert (succeeded["args"], succeeded["kwargs"]) == ("['shown', 7]", "{'k': 'v'}")
+    assert shown["args"] == "['boom for flower']"
 
 
 def test_worker_metrics_count_the_attempts_it_ran(platform):
