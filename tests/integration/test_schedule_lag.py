@@ -23,7 +23,7 @@ def _sum() -> float:
     return REGISTRY.get_sample_value("scheduler_schedule_lag_seconds_sum") or 0.0
 
 
-def test_each_firing_observes_its_lag_and_a_manual_trigger_none(app, service, owner, clock):
+def test_each_firing_observes_its_lag_and_a_manual_trigger_none(app, service, owner, clock):  # noqa: F811
     schedule = _interval(service, owner, overlap="allow")
     start = clock.at
     clock.at = start + timedelta(minutes=3, seconds=7)  # three slots due, the last 7 s late
