@@ -23,7 +23,7 @@ from tests.api_server import ApiServer
 from tests.support import wait_until
 
 TOKEN = "scrape-token-for-the-metrics-test-0123456789"
-N = 40
+N = 24
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_submit_n_and_every_scrape_counts_n_more(server, make_client):
         assert set(pool.map(submit, range(N))) == {202}
     time.sleep(1.2)  # past the ledger cache of every process
 
-    for _ in range(12):
+    for _ in range(8):
         text = scrape(server.url)
         submitted = sample(text, "scheduler_tasks_submitted_total", queue="low", task="demo.echo")
         http = sample(text, "scheduler_api_http_request_total", **SUBMITS)
