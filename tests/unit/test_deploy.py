@@ -359,7 +359,7 @@ def test_service_monitor_matches_prometheus_operator_crd() -> None:
         return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     docs = rendered("monitoring")
-    (monitor,) = [doc for doc in docs if is_custom_resource(doc)]
+    (monitor,) = [doc for doc in docs if doc["kind"] == "ServiceMonitor"]
     assert monitor["kind"] == "ServiceMonitor"
     assert round_trip(monitor) == monitor
     misspelt = copy.deepcopy(monitor)
@@ -443,13 +443,13 @@ def test_metrics_token_reaches_the_api_and_the_service_monitor() -> None:
     api = find(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
     (token,) = [item for item in api["env"] if item["name"] == "SCHEDULER_METRICS_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
-    (monitor,) = [doc for doc in docs if is_custom_resource(doc)]
+    (monitor,) = [doc for doc in docs if doc["kind"] == "ServiceMonitor"]
     credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
     assert credentials == {"name": secret["metadata"]["name"], "key": "SCHEDULER_METRICS_TOKEN"}
     # Without a token, /metrics stays open and the ServiceMonitor sends nothing.
     chart_values = values("monitoring")
     del chart_values["secrets"]["metricsToken"]
-    (plain,) = [doc for doc in render(chart_values) if is_custom_resource(doc)]
+    (plain,) = [doc for doc in render(chart_values) if doc["kind"] == "ServiceMonitor"]
     assert "authorization" not in plain["spec"]["endpoints"][0]
 
 
