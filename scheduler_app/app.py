@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     # A token API has no cookie sessions: Flask would otherwise build a signing serializer to
     # look for one on every request.
     app.session_interface = _NoSessions()
-    init_metrics(app, settings)
+    init_metrics(app, settings, sessions)
     _request_ids(app)
     # After the request id is taken, so that the 413 names it; on every endpoint.
     app.before_request(refuse_large_bodies)

@@ -86,6 +86,12 @@ class Settings:
     readyz_timeout: float = 2.0
     # /metrics asks for "Authorization: Bearer <metrics_token>" when it is set.
     metrics_token: str = ""
+    # The ledger-derived series of /metrics are read in one statement at most this often.
+    metrics_cache_seconds: float = 1.5
+    # Workers and the scheduler process serve their own /metrics on this port (0: not at all).
+    worker_metrics_port: int = 0
+    scheduler_metrics_port: int = 0
+    metrics_bind: str = "127.0.0.1"
     # A page of a list stops before its items' JSON passes this many bytes (next_cursor goes on).
     max_page_bytes: int = 8_388_608
     # Time limits: no timeout above max_task_timeout; a type without its own default gets

@@ -35,6 +35,10 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
+# The access log on stdout: JSON lines when log_json (scheduler_app/gunicorn_logging.py).
+accesslog = "-"
+logger_class = "scheduler_app.gunicorn_logging.JsonLogger"
+
 PROBLEM_CODES = {
     400: "bad-request",
     403: "forbidden",
@@ -73,6 +77,25 @@ def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
         f"X-Request-ID: {request_id}\r\n\r\n"
     ).encode("latin-1")
     util.write_nonblock(sock, head + body)
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker: Prometheus multiprocess mode in every deployment.
+
+    Each worker process writes its metric values to files in PROMETHEUS_MULTIPROC_DIR and
+    /metrics sums them, so a scrape answered by any process counts every process. Without the
+    directory each scrape would see only the process that answered it.
+    """
+    from scheduler_app.services.metrics import multiproc
+
+    multiproc.prepare("api")
+
+
+def on_exit(server: Any) -> None:
+    """The master stops: drop the metrics directory on_starting made (if it made one)."""
+    from scheduler_app.services.metrics import multiproc
+
+    multiproc.cleanup()
 
 
 def post_fork(server: Any, worker: Any) -> None:

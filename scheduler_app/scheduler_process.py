@@ -22,6 +22,7 @@ from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_a
 from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
 from scheduler_app.services.ledger.outcomes import SEAM
+from scheduler_app.services.metrics.process import serve
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
 from scheduler_app.services.tasks.service import TaskService
@@ -88,6 +89,9 @@ class Scheduler:
             (self.retain, RETENTION_INTERVAL),
         ]
         due = [0.0] * len(jobs)
+        if self.settings.scheduler_metrics_port:
+            # scheduler_schedule_lag_seconds and the process's own metrics.
+            serve(self.settings.scheduler_metrics_port, self.settings.metrics_bind)
         log.info("scheduler started")
         while not self.stopping.is_set():
             now = time.monotonic()

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from celery import Celery, Task, signals
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.worker.request import Request
 
 from scheduler_app.config import Settings
@@ -19,6 +19,8 @@ from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.broker.celery_config import celery_config
 from scheduler_app.services.broker.dispatcher import Dispatcher
 from scheduler_app.services.ledger.connection import LedgerConnection
+from scheduler_app.services.metrics import multiproc
+from scheduler_app.services.metrics.process import PoolCollector, attempt_metrics, serve
 from scheduler_app.services.tasks.execution import Executor
 from scheduler_app.services.workers.controls import Controls, read_controls
 from scheduler_app.services.workers.registry import WorkerRegistry
@@ -55,6 +57,7 @@ class WorkerRuntime:
                 types=load_task_modules(self.settings.task_modules),
                 instance=self.instance,
                 ledger=self.ledger,
+                observe=attempt_metrics().observe if self.settings.worker_metrics_port else None,
             )
             bind_dispatcher(self._executor.dispatcher)  # workflow nodes this process releases
         return self._executor
@@ -145,6 +148,11 @@ class LedgerRequest(Request):
             log.exception("could not record a hard timeout", extra={"task_id": self.id})
 
 
+class AttemptFailed(Exception):
+    """The attempt failed and the ledger recorded it: raised so that Celery's events (and so
+    Flower) say FAILURE, not SUCCESS."""
+
+
 class LedgerTask(Task):
     """Base of every task type: the message carries only the ledger id."""
 
@@ -153,6 +161,12 @@ class LedgerTask(Task):
     acks_late = True
     ignore_result = True
     typing = False
+    # An expected outcome: logged at INFO without a traceback (the ledger keeps the real one).
+    throws = (AttemptFailed,)
+
+
+# Negative control of tests/e2e/test_operations.py: every attempt reported to Celery as a success.
+_REPORT_ALL_AS_SUCCESS = "flower-truth" in os.environ.get("SCHEDULER_TEST_REMOVE", "").split(",")
 
 
 def run_ledger_task(self: LedgerTask, task_id: str) -> str:
@@ -176,6 +190,14 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
         if runtime.controls is None or runtime.controls.hostname != worker:
             runtime.controls = consumer_controls.ConsumerControls(worker, ())
         runtime.controls.ask(self.app)
+    # The ledger has recorded the outcome; Celery's state must tell the same (Flower shows it).
+    if _REPORT_ALL_AS_SUCCESS:
+        return result.status
+    if result.status == "failed":
+        raise AttemptFailed(result.error)
+    if result.status == "retrying":
+        # Not self.retry(): the ledger already scheduled the next attempt; this only reports it.
+        raise Retry(result.error, exc=AttemptFailed(result.error), when=result.retry_in)
     return result.status
 
 
@@ -191,6 +213,13 @@ def create_celery_app(settings: Settings) -> Celery:
     app.runtime = runtime
     consumer_controls.register(lambda name: (runtime.stored_controls(name), runtime.controls))
 
+    @signals.worker_init.connect(weak=False)
+    def _metrics_directory(**_):
+        # Before the pool forks and before anything imports prometheus_client: every pool
+        # process writes its values there and the main process serves their sum.
+        if settings.worker_metrics_port:
+            multiproc.prepare("worker", sub=f"worker-{os.getpid()}")
+
     @signals.worker_process_init.connect(weak=False)
     def _reset_after_fork(**_):
         runtime.reset()
@@ -203,6 +232,17 @@ def create_celery_app(settings: Settings) -> Celery:
     @signals.worker_ready.connect(weak=False)
     def _ready(sender, **_):
         runtime.started(sender, consumer_controls.configured_queues(sender, settings.default_queue))
+        if settings.worker_metrics_port:
+            controller = sender.controller
+
+            def processes() -> int:
+                return getattr(controller.pool, "num_processes", None) or controller.concurrency
+
+            serve(
+                settings.worker_metrics_port,
+                settings.metrics_bind,
+                [PoolCollector(sender.hostname, processes)],
+            )
         gc.freeze()  # likewise in the process that receives and acks (the only one with solo)
 
     @signals.task_unknown.connect(weak=False)
@@ -235,6 +275,7 @@ def create_celery_app(settings: Settings) -> Celery:
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_):
         runtime.stopped()
+        multiproc.cleanup()
 
     @signals.setup_logging.connect(weak=False)
     def _logging(**_):

@@ -9,7 +9,9 @@ tests start, so that the tests guarding it fail (each test's docstring names its
 - ``html-errors``: the production settings without the hook that renders gunicorn's own errors
   as problem+json;
 - ``no-body-limit``: the app without its body-limit middleware;
-- ``unbounded-db-waits``: psycopg2 cooperative under gevent but with no bound on any wait.
+- ``unbounded-db-waits``: psycopg2 cooperative under gevent but with no bound on any wait;
+- ``metrics-single-process``: no Prometheus multiprocess directory, so each scrape sees only
+  the gunicorn process that answered it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ApiServer:
         config, app, extra = CONFIG, "scheduler_app.wsgi:app", []
         if CONTROL == "threads":
             extra = ["--worker-class", "gthread", "--threads", "4"]
-        elif CONTROL == "html-errors":
+        elif CONTROL in ("html-errors", "metrics-single-process"):
             config = "python:tests.server_controls"
         elif CONTROL == "no-body-limit":
             app = "tests.server_controls:without_body_limit()"

@@ -104,7 +104,7 @@ def _run(
     admin, database_id = _admin_client(supervisor, previous, database_url, env)
     supervisor.check_stop()
 
-    flower_port = free_port() if flower and importlib.util.find_spec("flower") else None
+    flower_port = _flower_port() if flower and importlib.util.find_spec("flower") else None
     for spec in _children(port, flower_port, admin["client_secret"], env, workers):
         supervisor.start(spec)
     info = {
@@ -244,7 +244,8 @@ def _children(
         specs.append(
             ChildSpec(
                 "flower",
-                [*celery, "flower", f"--port={flower_port}", f"--address={HOST}"],
+                # tasks.flower: the credentials are asked on every path, /metrics included.
+                [python, "-m", "tasks.flower", f"--port={flower_port}", f"--address={HOST}"],
                 flower_env,
                 REPO_ROOT,
             )
@@ -363,6 +364,14 @@ def _exclusive(path: Path) -> Iterator[str | None]:
         handle.write(str(os.getpid()))
         handle.flush()
         yield None
+
+
+FLOWER_PORT = 5555
+
+
+def _flower_port() -> int:
+    """Flower's usual port, 5555, unless something else has it (then any free one)."""
+    return FLOWER_PORT if _port_free(FLOWER_PORT) else free_port()
 
 
 def _port_free(port: int) -> bool:

@@ -59,6 +59,7 @@ def _celery_publish(app, connection, item: Dispatch) -> None:
         time_limit=hard_limit(item.timeout),
         headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
         connection=connection,
+        **{k: v for k, v in (("argsrepr", item.argsrepr), ("kwargsrepr", item.kwargsrepr)) if v},
         add_to_parent=False,
     )
 
@@ -71,6 +72,9 @@ def _assert_uuid4(text: str) -> None:
 
 def _assert_same_message(ours: bytes, reference: bytes) -> None:
     mine, theirs = json.loads(ours), json.loads(reference)
+    # send_task also copies its argsrepr/kwargsrepr options into the properties (it passes
+    # every option it does not know on to kombu); the factory writes them once, in the headers.
+    copied = [theirs["properties"].pop(name, None) for name in ("argsrepr", "kwargsrepr")]
     for name in PER_MESSAGE:
         _assert_uuid4(mine["properties"].pop(name))
         _assert_uuid4(theirs["properties"].pop(name))
@@ -81,6 +85,9 @@ def _assert_same_message(ours: bytes, reference: bytes) -> None:
     assert list(mine["properties"]) == list(theirs["properties"])
     assert base64.b64decode(mine["body"]) == base64.b64decode(theirs["body"])
     assert mine == theirs
+    if copied != [None, None]:
+        assert copied == [mine["headers"]["argsrepr"], mine["headers"]["kwargsrepr"]]
+        return
     # And byte for byte, once the delivery tags are the same.
     tag = json.loads(ours)["properties"]["delivery_tag"]
     ref_tag = json.loads(reference)["properties"]["delivery_tag"]
@@ -114,6 +121,9 @@ def _spread(queue_of) -> list[Dispatch]:
                 timeout=timeout,
                 request_id=request_id,
                 attempt=1 + n % 3,
+                # Flower's view of the args: none (Celery's default), plain, or to escape.
+                argsrepr=(None, "[1, 'x']", "['é\\\"\\n', None]")[n % 3],
+                kwargsrepr=(None, "{}", "{'k': 'v\"'}")[n % 3],
             )
         )
     return items

@@ -40,9 +40,9 @@ COMMANDS = {
                "--concurrency", "4", "-Q", "default,high,low"],
     "scheduler": ["python", "manage.py", "scheduler"],
 }  # fmt: skip
-FLOWER_COMMAND = (
-    "celery -A tasks.worker flower --port=5555 --basic-auth=$FLOWER_USER:$FLOWER_PASSWORD"
-)
+FLOWER_COMMAND = "python -m tasks.flower --port=5555 --basic-auth=$FLOWER_USER:$FLOWER_PASSWORD"
+# compose's Prometheus scrapes Flower as a second user whose password is the scrape token
+COMPOSE_FLOWER_COMMAND = f"{FLOWER_COMMAND},prometheus:$METRICS_TOKEN"
 APP_ROLES = [*COMMANDS, "flower"]
 
 COMPOSE_SECRETS = {
@@ -52,6 +52,7 @@ COMPOSE_SECRETS = {
     "FLOWER_USER": "admin",
     "FLOWER_PASSWORD": "example-flower-password",
     "GRAFANA_ADMIN_PASSWORD": "example-grafana-password",
+    "METRICS_TOKEN": "example-metrics-token-0123456789abcdef",
 }
 
 # The chart's kubeVersion floor and the newest version kubernetes-validate knows.
@@ -135,7 +136,8 @@ def test_compose_runs_the_product_commands(services: dict[str, Any]) -> None:
         assert services[role]["command"] == command, role
     # `config` prints a literal $ as $$; the container's shell gets one $ and expands it.
     shell, flag, script = services["flower"]["command"]
-    assert [shell, flag, script.replace("$$", "$")] == ["sh", "-c", f"exec {FLOWER_COMMAND}"]
+    expected = ["sh", "-c", f"exec {COMPOSE_FLOWER_COMMAND}"]
+    assert [shell, flag, script.replace("$$", "$")] == expected
     assert len({services[role]["image"] for role in APP_ROLES}) == 1, "one image for all roles"
 
 
@@ -188,8 +190,15 @@ def test_dockerfile_copies_files_that_exist() -> None:
 
 
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
-    result = run(tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
+    # As the container sees it: the rules beside it, the scrape token mounted as a secret.
+    checked = tmp_path / "checked"
+    (checked / "secrets").mkdir(parents=True)
+    shutil.copy(PROMETHEUS_CONFIG, checked / "prometheus.yml")
+    shutil.copy(PROMETHEUS_CONFIG.parent / "alerts.yml", checked / "alerts.yml")
+    (checked / "secrets" / "metrics_token").write_text("token")
+    result = run(tool("promtool"), "check", "config", str(checked / "prometheus.yml"))
     assert result.returncode == 0, report(result)
+    assert "SUCCESS: 6 rules found" in result.stdout, report(result)
 
     broken = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     broken["scrape_configs"][1]["scrape_intervall"] = "15s"
@@ -212,6 +221,19 @@ def test_prometheus_scrapes_metrics_of_api_and_flower(services: dict[str, Any]) 
         host, port = target.split(":")
         assert int(port) in {int(mapping["target"]) for mapping in services[host]["ports"]}
     assert {job.get("metrics_path", "/metrics") for job in jobs} == {"/metrics"}
+    # The API's scrape token goes with the scrape, from the secret compose mounts beside it.
+    api = next(job for job in jobs if job["job_name"] == "scheduler-api")
+    assert api["authorization"]["credentials_file"] == "secrets/metrics_token"
+    mounted = {s["target"] for s in services["prometheus"]["secrets"]}
+    assert mounted == {"/etc/prometheus/secrets/metrics_token"}
+    assert (
+        services["api"]["environment"]["SCHEDULER_METRICS_TOKEN"]
+        == (COMPOSE_SECRETS["METRICS_TOKEN"])
+    )
+    worker = next(job for job in jobs if job["job_name"] == "scheduler-worker")
+    assert worker["dns_sd_configs"][0]["port"] == int(
+        services["worker"]["environment"]["SCHEDULER_WORKER_METRICS_PORT"]
+    )
 
 
 def test_grafana_provisions_prometheus_of_compose(services: dict[str, Any]) -> None:
@@ -337,7 +359,7 @@ def test_service_monitor_matches_prometheus_operator_crd() -> None:
         return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     docs = rendered("monitoring")
-    (monitor,) = [doc for doc in docs if is_custom_resource(doc)]
+    (monitor,) = [doc for doc in docs if doc["kind"] == "ServiceMonitor"]
     assert monitor["kind"] == "ServiceMonitor"
     assert round_trip(monitor) == monitor
     misspelt = copy.deepcopy(monitor)
@@ -421,13 +443,13 @@ def test_metrics_token_reaches_the_api_and_the_service_monitor() -> None:
     api = find(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
     (token,) = [item for item in api["env"] if item["name"] == "SCHEDULER_METRICS_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
-    (monitor,) = [doc for doc in docs if is_custom_resource(doc)]
+    (monitor,) = [doc for doc in docs if doc["kind"] == "ServiceMonitor"]
     credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
     assert credentials == {"name": secret["metadata"]["name"], "key": "SCHEDULER_METRICS_TOKEN"}
     # Without a token, /metrics stays open and the ServiceMonitor sends nothing.
     chart_values = values("monitoring")
     del chart_values["secrets"]["metricsToken"]
-    (plain,) = [doc for doc in render(chart_values) if is_custom_resource(doc)]
+    (plain,) = [doc for doc in render(chart_values) if doc["kind"] == "ServiceMonitor"]
     assert "authorization" not in plain["spec"]["endpoints"][0]
 
 

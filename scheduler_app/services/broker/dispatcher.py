@@ -229,6 +229,8 @@ class Dispatcher:
             time_limit=hard_limit(item.timeout),
             headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
             producer=producer,
+            # Celery also copies these two options into the message properties.
+            **_reprs(item),
         )
 
     def revoke(self, task_id: uuid.UUID, *, terminate: bool) -> None:
@@ -274,3 +276,9 @@ def _publish_failed(exc: Exception, unsent: int) -> int:
         extra={"error": str(exc), "unsent": unsent},
     )
     return 0
+
+
+def _reprs(item: Dispatch) -> dict[str, str]:
+    """send_task's argsrepr/kwargsrepr options for the item (none: Celery's defaults)."""
+    given = {"argsrepr": item.argsrepr, "kwargsrepr": item.kwargsrepr}
+    return {name: value for name, value in given.items() if value is not None}

@@ -38,6 +38,7 @@ FIELDS = (
     "root_id",
     "parent_id",
     "argsrepr",
+    "kwargsrepr",
     "origin",
     "request_id",
     "ledger_attempt",
@@ -61,6 +62,10 @@ class Dispatch:
     timeout: float | None = None
     request_id: str | None = None
     attempt: int = 1  # the attempt this message starts; a stale message cannot start another
+    # What Flower shows as the task's args and kwargs (bounded reprs of the ledger's values);
+    # None: Celery's defaults for the body's own args ([id]) and kwargs ({}).
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
 
 
 def hard_limit(timeout: float | None) -> float | None:
@@ -140,20 +145,22 @@ class MessageFactory:
                     parent_id,
                     p[5],
                     # saferepr([tid]): a uuid's repr needs no escaping, in Python nor in JSON
-                    f"\"['{tid}']\"",
+                    f"\"['{tid}']\"" if item.argsrepr is None else _json_str(item.argsrepr),
                     p[6],
-                    origin,
+                    '"{}"' if item.kwargsrepr is None else _json_str(item.kwargsrepr),
                     p[7],
-                    "null" if request_id is None else _json_str(request_id),
+                    origin,
                     p[8],
-                    str(attempt) if type(attempt) is int else dumps(attempt),
+                    "null" if request_id is None else _json_str(request_id),
                     p[9],
-                    tid,
+                    str(attempt) if type(attempt) is int else dumps(attempt),
                     p[10],
-                    reply_to,
+                    tid,
                     p[11],
-                    tag,
+                    reply_to,
                     p[12],
+                    tag,
+                    p[13],
                 )
             )
             out.append((list_key, payload))
@@ -183,7 +190,7 @@ class MessageFactory:
                 "root_id": mark["root_id"],
                 "parent_id": mark["parent_id"],
                 "argsrepr": mark["argsrepr"],
-                "kwargsrepr": "{}",
+                "kwargsrepr": mark["kwargsrepr"],
                 "origin": mark["origin"],
                 "ignore_result": False,
                 "replaced_task_nesting": 0,

@@ -244,6 +244,8 @@ class ClaimedAttempt(NamedTuple):
     jitter: bool
     timeout: float | None
     request_id: str | None
+    run_at: datetime  # when the attempt was due (its wait is the claim's time minus this)
+    workflow_id: str | None
 
 
 # A claim takes nothing from a paused queue, and a paused worker takes nothing: the stored

@@ -29,6 +29,7 @@ from scheduler_app.models import Client, Schedule, Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.clients.principal import Principal, Role
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
+from scheduler_app.services.metrics.process import observe_schedule_lag
 from scheduler_app.services.schedules.slots import Timing, jitter_of
 from scheduler_app.services.tasks.service import TaskService
 from scheduler_app.services.tasks.submission import insert_tasks
@@ -224,6 +225,8 @@ class ScheduleRunner:
             return 0  # another scheduler has fired this slot
         accepted = insert_tasks(session, rows)
         after_commit(session, lambda: self.tasks.publish(accepted))
+        if kind != "manual" and not buffered:  # a manual firing's slot is its own time
+            after_commit(session, lambda: observe_schedule_lag((now - slot).total_seconds()))
         schedule.last_run_at = slot
         schedule.last_task_id = task_id
         log.info(

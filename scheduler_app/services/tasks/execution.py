@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
+from scheduler_app.logs import bind_context
 from scheduler_app.models import Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.broker.dispatcher import Dispatch, Dispatcher
@@ -65,6 +67,7 @@ class AttemptResult:
     # handed_back (this worker is paused: published again for another)
     status: str
     retry_in: float | None = None
+    error: str | None = None  # "ErrorType: message" of a failed attempt
 
 
 def _result_json(value: Any, limit: int) -> str:
@@ -96,6 +99,8 @@ class Executor:
     # The claim and the success of every attempt go through this connection; the rarer moves
     # (failure, expiry, loss, timeout) through sessions.
     ledger: LedgerConnection | None = None
+    # observe(queue, task, wait_seconds, run_seconds) after each attempt that ran (metrics).
+    observe: Callable[[str, str, float, float], None] | None = None
 
     def __post_init__(self) -> None:
         self.counters = CounterStore(self.sessions)
@@ -125,6 +130,25 @@ class Executor:
             return claimed
         if claimed is None:
             return AttemptResult("skipped")
+        # Every line logged about this attempt says which one it is (a contextvar: ~1 µs).
+        with bind_context(
+            attempt=claimed.attempts,
+            worker=worker,
+            queue=claimed.queue,
+            task=claimed.task,
+            workflow_id=str(claimed.workflow_id) if claimed.workflow_id else None,
+            request_id=claimed.request_id,
+        ):
+            return self._run(tid, claimed, worker, timeout_error)
+
+    def _run(
+        self,
+        tid: uuid.UUID,
+        claimed: Any,
+        worker: str,
+        timeout_error: tuple[type[BaseException], ...],
+    ) -> AttemptResult:
+        task_id = str(tid)
         attempt = claimed.attempts
         ttype = self.types.get(claimed.task)
         if ttype is None:
@@ -141,9 +165,11 @@ class Executor:
                 counters=self.counters,
                 settings=self.settings,
             )
+        started = time.perf_counter()
         try:
             result = ttype.fn(*(claimed.args or []), **kwargs)
         except Exception as exc:
+            self._observe(claimed, started)
             if timeout_error and isinstance(exc, timeout_error):
                 exc = AttemptTimeout(
                     f"attempt {attempt} exceeded its timeout of {claimed.timeout}s"
@@ -151,7 +177,16 @@ class Executor:
             return self._failed(
                 tid, attempt, worker, exc, permanent=ttype.is_permanent(exc), spec=claimed
             )
+        self._observe(claimed, started)
         return self._succeeded(tid, attempt, worker, result)
+
+    def _observe(self, claimed: Any, started: float) -> None:
+        if self.observe is None:
+            return
+        run = time.perf_counter() - started
+        # due -> started: the claim stamped started a moment before ``started``.
+        wait = (utcnow() - claimed.run_at).total_seconds() - run
+        self.observe(claimed.queue, claimed.task, wait, run)
 
     def abandon(
         self, tid: uuid.UUID, attempt: int, worker: str | None, reason: str
@@ -306,8 +341,12 @@ class Executor:
             return AttemptResult("discarded")
         if retry_in is None:
             log.info("task failed", extra={"task_id": str(tid), "error_type": kind})
-            return AttemptResult("failed")
-        return AttemptResult("retrying", retry_in)
+            return AttemptResult("failed", error=f"{kind}: {message}")
+        log.info(
+            "attempt failed, retrying",
+            extra={"task_id": str(tid), "error_type": kind, "retry_in": retry_in},
+        )
+        return AttemptResult("retrying", retry_in, f"{kind}: {message}")
 
 
 def _retry_dispatch(tid: uuid.UUID, spec: Any, run_at: datetime, attempt: int) -> Dispatch:

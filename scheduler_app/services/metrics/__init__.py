@@ -1,0 +1,1 @@
+"""Prometheus metrics: ledger-derived series (ledger.py), process exporters (process.py)."""
