@@ -50,12 +50,8 @@ class LedgerQuery:
     sql: str
 
 
-# The sources a scrape reads, in one statement. After the merge of the stored pauses:
-#   LedgerQuery("paused", "SELECT queue, NULL, NULL, 1, NULL FROM <their table> ...")
-# and after the deliveries table:
-#   LedgerQuery("deliveries", "SELECT NULL, NULL, result, count(*), NULL FROM deliveries ...")
-# families() already turns both kinds into scheduler_queue_paused and
-# scheduler_webhook_deliveries_total; until they exist every known queue reads paused 0.
+# The sources a scrape reads, in one statement. A new source (the webhook deliveries, say) is one
+# more entry here and one more family in families().
 LEDGER_QUERIES: list[LedgerQuery] = [
     # Every task by queue, type and state; extra = the retries its attempts so far imply.
     LedgerQuery(
@@ -76,12 +72,15 @@ LEDGER_QUERIES: list[LedgerQuery] = [
     # Worker instances seen within the horizon, online or offline.
     LedgerQuery(
         "workers",
-        f"SELECT NULL, NULL, CASE WHEN {_ONLINE} THEN 'online' ELSE 'offline' END, count(*), NULL"
-        " FROM worker_instances"
+        f"SELECT NULL, NULL, CASE WHEN NOT ({_ONLINE}) THEN 'offline' WHEN EXISTS (SELECT 1"
+        " FROM pauses p WHERE p.scope = 'worker' AND p.name = w.name) THEN 'paused'"
+        " ELSE 'online' END, count(*), NULL FROM worker_instances w"
         f" WHERE last_seen > clock_timestamp() - interval '{OFFLINE_HORIZON_SECONDS} seconds'"
         " GROUP BY 3",
     ),
     # Online capacity per queue: value = processes (sum of concurrency), extra = instances.
+    # Stored queue pauses (services/workers/controls.py).
+    LedgerQuery("paused", "SELECT name, NULL, NULL, 1, NULL FROM pauses WHERE scope = 'queue'"),
     LedgerQuery(
         "capacity",
         "SELECT q, NULL, NULL, sum(concurrency), count(*)"
@@ -217,7 +216,7 @@ def families(rows: Iterable[Row], queues: Iterable[str], default_concurrency: in
 
 
 _TERMINAL = frozenset(s.value for s in TERMINAL)
-# "paused" comes with the stored pauses (issue 13's workers API); 0 until then.
+# A worker is paused while a stored worker pause names it (services/workers/controls.py).
 WORKER_STATUSES = ("online", "paused", "offline")
 
 
