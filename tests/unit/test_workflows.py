@@ -66,8 +66,10 @@ def test_validators_can_fail(tmp_path: Path) -> None:
                  str(tmp_path / "schema.yml"))  # fmt: skip
     assert result.returncode != 0
 
-    release = WORKFLOWS[1].read_text().replace(
-        "needs.version.outputs.version", "needs.version.outputs.verison"
+    release = (
+        WORKFLOWS[1]
+        .read_text()
+        .replace("needs.version.outputs.version", "needs.version.outputs.verison")
     )
     (tmp_path / "lint.yml").write_text(release)
     result = actionlint(tmp_path / "lint.yml")
@@ -104,5 +106,5 @@ def test_release_version_check_passes_for_this_version(tmp_path: Path) -> None:
     result = run("bash", "-euo", "pipefail", "-c", step["run"], env={**env, "TAG": "v9.9.9"})
     assert result.returncode != 0
     steps = release["jobs"]["github-release"]["steps"]
-    assert any(f"docs/releases/${{TAG}}.md" in s.get("run", "") for s in steps)
+    assert any("docs/releases/${TAG}.md" in s.get("run", "") for s in steps)
     assert {"image", "chart", "github-release"} <= set(release["jobs"])
