@@ -167,3 +167,40 @@ def test_newman_runs_the_collection_green(standalone: LiveStandalone, tmp_path: 
     untested = [e["item"]["name"] for e in run["executions"] if not e.get("assertions")]
     assert not untested, untested
     print(f"newman: {len(run['executions'])} executions in {took:.1f}s")
+
+
+def readme_block(heading: str) -> str:
+    """The first ```sh block after `heading` in the README."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(f"\n{heading}\n") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_readme_cli_commands_work_against_make_run(
+    standalone: LiveStandalone, tmp_path: Path
+) -> None:
+    """The README's "Client CLI" commands, run as written beside a running standalone (the
+    checkout's .standalone and .venv/bin/scheduler stand in for make run's)."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / ".standalone").symlink_to(standalone.data_dir)
+    (checkout / "samples").symlink_to(ROOT / "samples")
+    script = checkout / ".venv" / "bin" / "scheduler"
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} -m scheduler_cli "$@"\n')
+    script.chmod(0o755)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")},
+        "PYTHONPATH": str(ROOT),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    result = subprocess.run(
+        ["bash", "-c", readme_block("## Client CLI")],
+        cwd=checkout, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "logged in to" in output and "exit 1" in output, output
+    assert "succeeded" in output and '"world"' in output, output
+    dead_letters = json.loads(result.stdout[result.stdout.index('{\n  "items"') :])
+    assert dead_letters["items"], output
