@@ -204,3 +204,16 @@ def test_readme_cli_commands_work_against_make_run(
     assert "succeeded" in output and '"world"' in output, output
     dead_letters = json.loads(result.stdout[result.stdout.index('{\n  "items"') :])
     assert dead_letters["items"], output
+
+
+def test_every_sample_is_used_by_the_collection_or_the_cli_tests() -> None:
+    """A sample nothing sends would rot unnoticed."""
+    users = (POSTMAN / "build.py").read_text() + (ROOT / "tests/e2e/test_cli.py").read_text()
+    users += (ROOT / "README.md").read_text()
+    for path in sorted((ROOT / "samples").rglob("*.json")):
+        relative = path.relative_to(ROOT / "samples").as_posix()
+        assert f'"{relative}"' in users or f"samples/{relative}" in users, relative
+        json.loads(path.read_text())
+    assert sorted(p.name for p in (ROOT / "samples" / "logs").iterdir()) == [
+        "api.log", "worker.log",
+    ]  # fmt: skip
