@@ -227,6 +227,13 @@ def test_dockerfile_copies_files_that_exist() -> None:
     )
     missing = [source for source in sources if not (ROOT / source).exists()]
     assert not missing, f"COPY sources absent from the repository root: {missing}"
+    # Every package setup.cfg installs is in the build context (the CLI's included).
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    packages = setup["options.packages.find"]["include"].split()
+    assert {f"{package.rstrip('*')}/" for package in packages} <= set(sources), packages
 
 
 # --- Prometheus and Grafana ------------------------------------------------------------------
