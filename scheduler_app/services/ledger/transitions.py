@@ -244,6 +244,11 @@ class ClaimedAttempt(NamedTuple):
     jitter: bool
     timeout: float | None
     request_id: str | None
+    # The retry decision's inputs besides the above (services/tasks/backoff.py); started_at is
+    # the first attempt's start (the claim keeps it).
+    retry_strategy: str
+    max_retry_duration: float | None
+    started_at: datetime
 
 
 # The two moves every attempt makes, prepared per worker connection: each is one round trip

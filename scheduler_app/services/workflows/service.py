@@ -326,6 +326,8 @@ def _again(task: Any) -> dict[str, Any]:
             "backoff": task.backoff,
             "backoff_max": task.backoff_max,
             "jitter": task.jitter,
+            "strategy": task.retry_strategy,
+            "max_retry_duration": task.max_retry_duration,
         },
         "timeout": task.timeout,
         "tags": task.tags,
