@@ -113,6 +113,22 @@ def test_fuzzing_every_operation_finds_no_server_error(live_server, credentials,
             checks.positive_data_acceptance.expected-statuses = [
                 "2xx", "401", "403", "404", "409", "422", "429"
             ]
+
+            # A schedule's end_at before its start_at (given, or stored when a change gives one
+            # of them) is the one refusal of a document-valid schedule: 422 naming end_at.
+            [[operations]]
+            include-path = "/api/v1/schedules"
+            include-method = "POST"
+            checks.positive_data_acceptance.expected-statuses = [
+                "2xx", "401", "403", "404", "409", "422", "429"
+            ]
+
+            [[operations]]
+            include-path = "/api/v1/schedules/{{schedule_id}}"
+            include-method = "PATCH"
+            checks.positive_data_acceptance.expected-statuses = [
+                "2xx", "401", "403", "404", "409", "422", "429"
+            ]
             """
         )
     )
@@ -130,10 +146,14 @@ def test_fuzzing_every_operation_finds_no_server_error(live_server, credentials,
         "--workers",
         "1",
     ]
+    # SCHEMATHESIS_PATHS (a regular expression of paths) fuzzes only those operations, e.g.
+    # SCHEMATHESIS_PATHS='^/api/v1/schedules' while working on them.
+    only = os.environ.get("SCHEMATHESIS_PATHS")
     run = _schemathesis(
         config,
         f"{live_server.url}/api/openapi.json",
         *common,
+        *(["--include-path-regex", only] if only else []),
         # Revoking or rotating its own credentials would end the run's logins, and refresh wants
         # a refresh token: refresh and rotation are fuzzed below with tokens of their own.
         "--exclude-path",
@@ -149,7 +169,8 @@ def test_fuzzing_every_operation_finds_no_server_error(live_server, credentials,
     selected = re.search(r"Selected: (\d+)/(\d+)", run.stdout)
     tested = re.search(r"Tested: (\d+)", run.stdout)
     assert selected and tested, _summary(run)
-    assert int(tested.group(1)) == int(selected.group(1)) >= len(EXPECTED_PATHS), _summary(run)
+    assert int(tested.group(1)) == int(selected.group(1)), _summary(run)
+    assert only or int(tested.group(1)) >= len(EXPECTED_PATHS), _summary(run)
     assert "Coverage" in run.stdout and "Runtime Error" not in run.stdout, _summary(run)
 
 
