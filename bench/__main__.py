@@ -23,6 +23,8 @@ SCENARIOS = {
     "4": "latency",
     "5": "delay",
     "7": "peers",
+    "8": "workflows",
+    "9": "schedules",
     "6": "memory",
 }
 
