@@ -233,6 +233,7 @@ class WorkflowService:
                 {"id": str(workflow_id)},
             )
             # New nodes whose parents all stay succeeded are released now.
+            advance.recount(session, workflow_id)
             advance.evaluate(session, [r["id"] for r in rows if r["node_id"] in has_parents])
             advance.settle(session, [workflow_id])
             after_commit(session, lambda: self.tasks.publish(accepted))
@@ -264,6 +265,9 @@ def _insert_graph(
             "node_id": node["id"],
             "task_id": str(task_id),
             "trigger_rule": node.get("trigger_rule") or "all_success",
+            "parents": len(dict.fromkeys(node.get("depends_on") or [])),
+            **{f"parents_{state}": 0 for state in advance.ENDED},
+            "counted": False,
         }
         for node, task_id in zip(nodes, task_ids, strict=True)
     ]
