@@ -361,4 +361,8 @@ def _filtered(query: Select, principal: Principal, filters: Mapping[str, Any]) -
         query = query.where(Workflow.status.in_(filters["status"]))
     if filters.get("tag"):
         query = query.where(Workflow.tags.contains([filters["tag"]]))
+    if filters.get("created_after"):
+        query = query.where(Workflow.created_at > filters["created_after"])
+    if filters.get("created_before"):
+        query = query.where(Workflow.created_at < filters["created_before"])
     return query
