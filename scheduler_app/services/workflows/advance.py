@@ -178,7 +178,7 @@ def recount(session: Session, workflow_id: uuid.UUID) -> None:
 
 
 def _unguarded() -> bool:
-    return os.environ.get(_UNGUARDED_ENV) == "workflow_counted"
+    return "workflow_counted" in os.environ.get(_UNGUARDED_ENV, "").split(",")
 
 
 def _children(session: Session, parents: Sequence[uuid.UUID]) -> list[uuid.UUID]:
