@@ -34,12 +34,14 @@ from bench.report import Row, Target, percentile
 from bench.services import BenchError
 
 TITLE = "schedules"
-LEAD = 4.0  # seconds from the creation of the schedules to T0
+LEAD = 4.0  # seconds from the creation of the schedules to T0, plus PER_SCHEDULE each
+PER_SCHEDULE = 0.05
 SETTLE = 3.0  # seconds after the window before counting
 
 
-def _start_at(env: Environment) -> datetime:
-    return (datetime.now(UTC) + timedelta(seconds=LEAD)).replace(microsecond=0)
+def _start_at(plan: Plan) -> datetime:
+    lead = LEAD + PER_SCHEDULE * plan.schedule_count
+    return (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
 
 
 def create_ours(env: Environment, plan: Plan, t0: datetime) -> list[str]:
@@ -161,10 +163,10 @@ def one_round(env: Environment, plan: Plan, processes: int) -> tuple[dict, dict]
     for child in extra:
         child.wait_for_log("scheduler started", 60)
     beats = start_beats(env, plan, processes)
-    t0 = _start_at(env)
+    t0 = _start_at(plan)
     ids = create_ours(env, plan, t0)
     if datetime.now(UTC) > t0:
-        raise BenchError("creating the schedules took longer than the lead; raise LEAD")
+        raise BenchError("creating the schedules took longer than the lead; raise PER_SCHEDULE")
     time.sleep(max(0.0, (t0 - datetime.now(UTC)).total_seconds()) + plan.schedule_seconds + SETTLE)
     raw = count_beats(env, plan, beats, t0)
     ours = count_ours(env, plan, ids, t0)
