@@ -107,11 +107,23 @@ def test_fuzzing_every_operation_finds_no_server_error(live_server, credentials,
 
             # The graph rules a JSON Schema cannot state (no cycle, parents that exist, unique
             # node ids) are the one refusal of a document-valid workflow: 422 naming the nodes.
+            # A document-invalid body may also be refused for its size: up to 10,000 nodes (or
+            # 1,000 batch tasks) with every option can pass max_body_bytes, which is a 413.
             [[operations]]
             include-path = "/api/v1/workflows"
             include-method = "POST"
             checks.positive_data_acceptance.expected-statuses = [
                 "2xx", "401", "403", "404", "409", "422", "429"
+            ]
+            checks.negative_data_rejection.expected-statuses = [
+                "400", "401", "403", "404", "406", "413", "422", "428"
+            ]
+
+            [[operations]]
+            include-path = "/api/v1/tasks/batch"
+            include-method = "POST"
+            checks.negative_data_rejection.expected-statuses = [
+                "400", "401", "403", "404", "406", "413", "422", "428"
             ]
 
             # A schedule's end_at before its start_at (given, or stored when a change gives one
