@@ -8,6 +8,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from bench.environment import Environment
@@ -23,7 +24,9 @@ SCENARIOS = {
     "4": "latency",
     "5": "delay",
     "7": "peers",
-    "8": "scaling",
+    "8": "workflows",
+    "9": "schedules",
+    "10": "scaling",
     "6": "memory",
 }
 
@@ -38,6 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", help="comma-separated scenario numbers to run (default: all)", default=""
     )
+    parser.add_argument(
+        "--schedule-seconds",
+        type=float,
+        help="length of the schedules rows' window (default: 60, quick 5)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows and machine as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the logs directory")
     return parser.parse_args(argv)
@@ -47,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the bench; 0 when every scenario produced its rows, 1 otherwise."""
     args = parse_args(argv)
     plan = with_reps(QUICK if args.quick else FULL, args.reps)
+    if args.schedule_seconds:
+        plan = replace(plan, schedule_seconds=max(2.0, args.schedule_seconds))
     wanted = [key for key in SCENARIOS if not args.only or key in args.only.split(",")]
     began = time.monotonic()
     machine = describe_machine()

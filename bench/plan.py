@@ -38,6 +38,13 @@ class Plan:
     peer_enqueue: int
     peer_drain: int
     rq_drain: int
+    # 8. workflows: nodes of the fan-in (plus its join), levels of the chain
+    fanin_nodes: int
+    chain_levels: int
+    # 9. schedules: how many, at which interval (s), for how long (s)
+    schedule_count: int
+    schedule_interval: float
+    schedule_seconds: float
 
 
 FULL = Plan(
@@ -61,6 +68,11 @@ FULL = Plan(
     peer_enqueue=3000,
     peer_drain=1000,
     rq_drain=300,
+    fanin_nodes=1000,
+    chain_levels=100,
+    schedule_count=200,
+    schedule_interval=1.0,
+    schedule_seconds=60.0,
 )
 
 QUICK = Plan(
@@ -84,6 +96,11 @@ QUICK = Plan(
     peer_enqueue=100,
     peer_drain=60,
     rq_drain=20,
+    fanin_nodes=50,
+    chain_levels=10,
+    schedule_count=20,
+    schedule_interval=1.0,
+    schedule_seconds=5.0,
 )
 
 

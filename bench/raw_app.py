@@ -14,6 +14,9 @@ from celery import Celery
 
 NOOP = "bench.noop"
 STAMP = "bench.stamp"
+PART = "bench.part"  # a chord header task (its result is stored: a chord counts results)
+JOIN = "bench.join"  # the chord body: sums the header's results
+HOP = "bench.hop"  # one link of a chain: carries the gaps between links along
 
 
 def make_raw_app(broker_url: str, result_url: str | None = None) -> Celery:
@@ -41,5 +44,22 @@ def make_raw_app(broker_url: str, result_url: str | None = None) -> Celery:
     def stamp(*args, **kwargs) -> float:
         """Return when it started (epoch seconds): the latency and lateness task."""
         return time.time()
+
+    @app.task(name=PART, shared=False)
+    def part(*args, **kwargs) -> int:
+        """A no-op whose result a chord counts."""
+        return 0
+
+    @app.task(name=JOIN, shared=False)
+    def join(results, *args, **kwargs) -> int:
+        """Sum the header's results (what demo.sum does with its parents)."""
+        return sum(results)
+
+    @app.task(name=HOP, shared=False)
+    def hop(previous=None, *args, **kwargs) -> dict:
+        """Start minus the previous link's end, appended to the previous link's gaps."""
+        started = time.time()
+        gaps = [] if previous is None else [*previous["gaps"], started - previous["end"]]
+        return {"gaps": gaps, "end": time.time()}
 
     return app

@@ -98,6 +98,8 @@ class Row:
         bound = self.target.bound
         if self.target.kind == "ratio>=":
             return f"{(1 - value / bound) * 100:.0f}% below the target"
+        if bound == 0:
+            return f"{_number(value)} where the target is 0"
         return f"{(value / bound - 1) * 100:.0f}% above the target"
 
     def as_dict(self) -> dict:

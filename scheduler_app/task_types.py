@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler_app.limits import RETRY_DURATION_MAX, RETRY_STRATEGIES
+
 # The per-type cache of call shapes (does this set of kwarg names bind?): bounded in entries and
 # in the names one entry may hold.
 MISFITS_KEPT = 1000
@@ -126,6 +128,8 @@ def task_type(
     backoff: float | None = None,
     backoff_max: float | None = None,
     jitter: bool | None = None,
+    retry_strategy: str | None = None,
+    max_retry_duration: float | None = None,
     permanent_errors: Iterable[type[BaseException]] = (),
     parameters: dict[str, str] | None = None,
     validator: Callable[[list[Any], dict[str, Any], Any], dict[str, list[str]]] | None = None,
@@ -137,7 +141,13 @@ def task_type(
     The function receives the task's ``args`` and ``kwargs``; if it declares a keyword-only
     parameter ``ctx`` it also receives a :class:`TaskContext`. ``timeout`` is the default time
     limit of its attempts (seconds; the ``default_task_timeout`` setting when None).
+    ``max_retries``, ``backoff``, ``backoff_max``, ``jitter``, ``retry_strategy`` (exponential,
+    linear or fixed) and ``max_retry_duration`` (seconds) are the type's default retry policy.
     """
+    if retry_strategy is not None and retry_strategy not in RETRY_STRATEGIES:
+        raise ValueError(f"retry_strategy must be one of {RETRY_STRATEGIES}")
+    if max_retry_duration is not None and not 0 < max_retry_duration <= RETRY_DURATION_MAX:
+        raise ValueError(f"max_retry_duration must be > 0 and <= {RETRY_DURATION_MAX}")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if "." not in name:
@@ -161,6 +171,8 @@ def task_type(
                     ("backoff", backoff),
                     ("backoff_max", backoff_max),
                     ("jitter", jitter),
+                    ("strategy", retry_strategy),
+                    ("max_retry_duration", max_retry_duration),
                 )
                 if value is not None
             },

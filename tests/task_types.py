@@ -52,6 +52,19 @@ def patient(**_: Any) -> str:
     return "ok"
 
 
+@task_type(
+    "test.impatient",
+    max_retries=50,
+    backoff=0.3,
+    jitter=False,
+    retry_strategy="fixed",
+    max_retry_duration=1.5,
+)
+def impatient(**_: Any) -> None:
+    """Always fails; its type retries every 0.3 s, but for 1.5 s at most."""
+    raise RuntimeError("not yet")
+
+
 # The outcome probe: a consumer on the outcome seam that counts, in the ledger, every outcome it
 # is handed, for tasks tagged PROBE_TAG. Loaded wherever tests.task_types is (API, workers,
 # scheduler), like any consumer a task module registers.

@@ -19,10 +19,10 @@ QUEUES = {"ours": "low", "raw": "raw-scale"}
 
 
 def run(env: Environment, plan: Plan) -> list[Row]:
-    """Rows 8a to 8c."""
-    one = Row("8a", "drain no-op tasks, 1 worker process -c 1: ours vs raw Celery", "tasks/s")
-    two = Row("8b", "drain no-op tasks, 2 worker processes -c 1: ours vs raw Celery", "tasks/s")
-    gain = Row("8c", "scaling: 2 worker processes / 1 (8b / 8a), ours vs raw", "x")
+    """Rows 10a to 10c."""
+    one = Row("10a", "drain no-op tasks, 1 worker process -c 1: ours vs raw Celery", "tasks/s")
+    two = Row("10b", "drain no-op tasks, 2 worker processes -c 1: ours vs raw Celery", "tasks/s")
+    gain = Row("10c", "scaling: 2 worker processes / 1 (10b / 10a), ours vs raw", "x")
     workers = {
         side: [
             env.start_worker(side, f"{side}-scale{i}", QUEUES[side], "prefork", 1) for i in range(2)

@@ -132,6 +132,8 @@ def present_task(task: Any) -> dict[str, Any]:
             "backoff": t["backoff"],
             "backoff_max": t["backoff_max"],
             "jitter": t["jitter"],
+            "strategy": _str(t["retry_strategy"]),
+            "max_retry_duration": _float(t["max_retry_duration"]),
         },
         "timeout": _float(t["timeout"]),
         "run_at": _iso(t["run_at"]),

@@ -85,7 +85,7 @@ class _ScheduleFields(Schema):
     )
     start_at = UtcDateTime()
     end_at = UtcDateTime(
-        metadata={"description": "last slot; before start_at: an empty window, never fires"}
+        metadata={"description": "no slot after it; before start_at (given or stored): 422"}
     )
     retry = fields.Nested(RetrySchema)
     timeout = fields.Float(

@@ -34,6 +34,23 @@ class RetrySchema(Schema):
     backoff_max = fields.Float(validate=validate.Range(0, L.BACKOFF_CAP_MAX), allow_nan=False)
     jitter = StrictBoolean()
     # A backoff_max below backoff is raised to backoff (services/tasks/submission.py).
+    strategy = fields.String(
+        validate=validate.OneOf(L.RETRY_STRATEGIES),
+        metadata={
+            "description": "delay after failed attempt n: exponential (default) backoff*2^(n-1), "
+            "linear backoff*n, both capped at backoff_max; fixed backoff"
+        },
+    )
+    max_retry_duration = fields.Float(
+        validate=validate.Range(0, L.RETRY_DURATION_MAX, min_inclusive=False),
+        allow_nan=False,
+        allow_none=True,
+        metadata={
+            "exclusiveMinimum": 0,
+            "description": "seconds since the first attempt started after which a failure is "
+            "not retried (null: no limit)",
+        },
+    )
 
 
 class NotifySchema(Schema):
@@ -183,6 +200,8 @@ class TaskSchema(Schema):
             "backoff": task.backoff,
             "backoff_max": task.backoff_max,
             "jitter": task.jitter,
+            "strategy": task.retry_strategy,
+            "max_retry_duration": task.max_retry_duration,
         }
 
 

@@ -10,7 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from scheduler_app import limits as L
 from scheduler_app.api.blueprint import Blueprint
-from scheduler_app.api.fields import Text
+from scheduler_app.api.fields import Text, UtcDateTime
 from scheduler_app.api.security import BEARER, principal, require
 from scheduler_app.api.task_schemas import TaskCreateSchema
 from scheduler_app.models.workflow import TRIGGER_RULES, WORKFLOW_STATUSES
@@ -108,6 +108,8 @@ class WorkflowQuerySchema(Schema):
         metadata={"description": "one or more statuses"},
     )
     tag = Text(validate=validate.Length(min=1, max=L.TAG_MAX))
+    created_after = UtcDateTime(metadata={"description": "created strictly after this instant"})
+    created_before = UtcDateTime(metadata={"description": "created strictly before this instant"})
     limit = fields.Integer(load_default=50, validate=validate.Range(1, L.PAGE_MAX))
     cursor = fields.String(
         validate=validate.Regexp(CURSOR_PATTERN),

@@ -25,10 +25,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from scheduler_app.limits import RETRY_STRATEGIES
 from scheduler_app.models.base import Base
 from scheduler_app.states import TaskStatus
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
+_STRATEGIES = ", ".join(f"'{s}'" for s in RETRY_STRATEGIES)
 
 
 class Task(Base):
@@ -36,6 +38,7 @@ class Task(Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUSES})", name="status"),
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
+        CheckConstraint(f"retry_strategy IN ({_STRATEGIES})", name="retry_strategy"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_tasks_owner_idempotency_key"),
         Index("ix_tasks_created", text("created_at DESC"), text("id DESC")),
         Index("ix_tasks_owner_created", "owner_id", text("created_at DESC"), text("id DESC")),
@@ -82,6 +85,12 @@ class Task(Base):
     backoff: Mapped[float] = mapped_column(Float)
     backoff_max: Mapped[float] = mapped_column(Float)
     jitter: Mapped[bool] = mapped_column(Boolean)
+    # How the delay grows (services/tasks/backoff.py) and how long retrying may go on, in
+    # seconds since the first attempt started (None: as long as max_retries allows).
+    retry_strategy: Mapped[str] = mapped_column(
+        String(20), default="exponential", server_default="exponential"
+    )
+    max_retry_duration: Mapped[float | None] = mapped_column(Float)
     timeout: Mapped[float | None] = mapped_column(Float)
     run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,7 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, func, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -54,6 +64,16 @@ class WorkflowNode(Base):
     node_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     task_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
     trigger_rule: Mapped[str] = mapped_column(String(20))
+    # How many parents it has, and how many of them ended in each terminal state: a parent's
+    # end adds to its children's counts once (``counted`` marks the parent's task as added), so
+    # deciding a child reads one row however many parents it has (services/workflows/advance.py).
+    parents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    parents_succeeded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    parents_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    parents_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    parents_upstream_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    parents_skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 
 class WorkflowEdge(Base):

@@ -18,9 +18,11 @@ from bench.report import Row, Target, render
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = {
     "1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c", "4a", "4b",
-    "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d", "8a", "8b", "8c",
+    "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d",
+    "8a", "8b", "8c", "9a", "9b", "9c", "9d", "9e", "10a", "10b", "10c",
 }  # fmt: skip
 WITHOUT_RAW = {"5c", "5d", "6b"}  # raw Celery cannot do these (see the rows' notes)
+COUNTS = {"9c", "9d", "9e"}  # missed/doubled slots: 0 is a value, so ours/raw may be undefined
 
 
 @pytest.mark.e2e
@@ -43,7 +45,7 @@ def test_quick_bench_prints_every_scenario_row(tmp_path):
         assert row["ours"] and all(math.isfinite(v) for v in row["ours"]), row
         if key not in WITHOUT_RAW:
             assert row["raw"] and all(math.isfinite(v) for v in row["raw"]), row
-            assert math.isfinite(row["ratio"]), row
+            assert key in COUNTS or math.isfinite(row["ratio"]), row
 
 
 def test_missed_target_is_flagged_with_its_shortfall():

@@ -12,6 +12,7 @@ from scheduler_app.models import DeadLetter
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.dead_letters.service import purge_older_than
 from tests.e2e.test_failures import Client
+from tests.e2e.test_retries import stopped_by_the_window
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +58,33 @@ def test_task_type_default_retry_policy_applies_unless_the_submission_overrides(
         "backoff": 3.0,
         "backoff_max": 60.0,
         "jitter": False,
+        "strategy": "exponential",
+        "max_retry_duration": None,
     }
     override = client.submit(task="test.patient", queue="prio", retry={"max_retries": 1})
     assert override["retry"]["max_retries"] == 1
     assert override["retry"]["backoff"] == 3.0
+
+
+def test_task_type_default_strategy_and_retry_window_apply(stack, client):
+    """test.impatient's type retries every 0.3 s (fixed) for 1.5 s at most; a task of it that
+    says nothing about retries gets exactly that, and GET /task-types shows it."""
+    listed = client.http.get("/api/v1/task-types", headers=client.headers).json
+    types = {t["name"]: t for t in listed}
+    assert types["test.impatient"]["retry"] == {
+        "max_retries": 50,
+        "backoff": 0.3,
+        "jitter": False,
+        "strategy": "fixed",
+        "max_retry_duration": 1.5,
+    }
+    stack.worker("default", 1)
+    task = client.submit(task="test.impatient")
+    assert task["retry"]["strategy"] == "fixed" and task["retry"]["max_retry_duration"] == 1.5
+    done = client.wait(task["id"], timeout=30)
+    assert done["status"] == "failed" and done["attempts"] < 20
+    runs = stopped_by_the_window(stack.app, client.http, client.headers, task["id"], 1.5)
+    assert {r.retry_delay for r in runs[:-1]} == {0.3}
 
 
 def test_retention_removes_only_dead_letters_older_than_it(stack, client):

@@ -66,6 +66,7 @@ def test_cron_schedule_next_run_is_in_its_time_zone(api, submitter, create):
         ({"overlap": "sometimes"}, "overlap"),
         ({"catchup": "some"}, "catchup"),
         ({"name": ""}, "name"),
+        ({"start_at": "2031-01-02T00:00:00Z", "end_at": "2031-01-01T23:59:59Z"}, "end_at"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -135,19 +136,34 @@ def test_patch_that_does_not_fit_the_stored_schedule_is_409(api, submitter, crea
     """What joins a change with stored values (which the document cannot state) conflicts."""
     schedule = create(submitter, start_at="2031-01-01T00:00:00Z", task="demo.sleep")
     url = f"/api/v1/schedules/{schedule['id']}"
-    # An end before the start is an empty window (the document cannot state the order).
-    other = create(submitter, start_at="2031-01-01T00:00:00Z", task="demo.sleep")
-    early = api.patch(
-        f"/api/v1/schedules/{other['id']}",
-        json={"end_at": "2030-01-01T00:00:00Z"},
-        headers=submitter,
-    )
-    assert early.status_code == 200 and early.json["next_run_at"] is None
     binds_not = api.patch(url, json={"args": [1, 2]}, headers=submitter)
     assert_problem(binds_not, 409, "kwargs")
     unknown = api.patch(url, json={"task": "no.such.type"}, headers=submitter)
     assert_problem(unknown, 422, "task")
     assert api.get(url, headers=submitter).json == schedule
+
+
+def test_end_before_start_is_422_naming_end_at_also_when_a_patch_makes_it(
+    api, submitter, create, assert_problem
+):
+    """The merged schedule is judged: a new end before the stored start, or a new start after
+    the stored end, is refused and nothing changes; an end equal to the start is one slot."""
+    schedule = create(submitter, start_at="2031-01-01T00:00:00Z", end_at="2031-06-01T00:00:00Z")
+    url = f"/api/v1/schedules/{schedule['id']}"
+    early = api.patch(url, json={"end_at": "2030-12-31T23:59:59Z"}, headers=submitter)
+    assert_problem(early, 422, "end_at")
+    late = api.patch(url, json={"start_at": "2031-06-01T00:00:01Z"}, headers=submitter)
+    assert_problem(late, 422, "end_at")
+    both = api.patch(
+        url,
+        json={"start_at": "2031-02-01T00:00:00Z", "end_at": "2031-01-01T00:00:00Z"},
+        headers=submitter,
+    )
+    assert_problem(both, 422, "end_at")
+    assert api.get(url, headers=submitter).json == schedule
+    same = api.patch(url, json={"end_at": "2031-01-01T00:00:00Z"}, headers=submitter)
+    assert same.status_code == 200, same.json
+    assert same.json["next_run_at"] == same.json["end_at"] == same.json["start_at"]
 
 
 def test_pause_resume_and_trigger_while_paused(api, submitter, create):

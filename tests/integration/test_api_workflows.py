@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import quote
 
 import pytest
 
@@ -109,6 +110,27 @@ def test_list_filters_by_status_and_tag_with_a_cursor(api, submitter):
         f"/api/v1/workflows?tag={tag}&status=cancelled", headers=submitter
     ).get_json()
     assert [w["id"] for w in by_status["items"]] == [made[0]["id"]]
+
+
+def test_list_filters_by_creation_time_and_tasks_list_by_workflow(api, submitter):
+    tag = f"time-{uuid.uuid4().hex[:8]}"
+    first = submit(api, submitter, [low("a")], tags=[tag])
+    second = submit(api, submitter, [low("a"), low("b", "a")], tags=[tag])
+    base = f"/api/v1/workflows?tag={tag}"
+
+    def listed(query: str) -> list[str]:
+        response = api.get(base + query, headers=submitter)
+        assert response.status_code == 200, response.get_json()
+        return [w["id"] for w in response.get_json()["items"]]
+
+    after = quote(first["created_at"])
+    assert listed(f"&created_after={after}") == [second["id"]]
+    assert listed(f"&created_before={quote(second['created_at'])}") == [first["id"]]
+    assert listed(f"&created_after={after}&created_before={after}") == []
+    assert api.get(base + "&created_after=yesterday", headers=submitter).status_code == 422
+    tasks = api.get(f"/api/v1/tasks?workflow_id={second['id']}", headers=submitter).get_json()
+    assert sorted(t["node_id"] for t in tasks["items"]) == ["a", "b"]
+    assert {t["workflow_id"] for t in tasks["items"]} == {second["id"]}
 
 
 def test_cancel_a_waiting_workflow_and_conflicts_after(api, submitter, assert_problem):

@@ -157,6 +157,8 @@ def _columns(**changes):
         "backoff": 1.0,
         "backoff_max": 60.0,
         "jitter": True,
+        "retry_strategy": "exponential",
+        "max_retry_duration": None,
         "timeout": None,
         "run_at": NOW,
         "expires_at": None,
@@ -190,6 +192,7 @@ VARIANTS = [
     {"idempotency_key": "k", "notify": {"webhook": "http://x"}, "workflow_id": uuid.uuid4()},
     {"node_id": "n1", "schedule_id": uuid.uuid4(), "replay_of": uuid.uuid4(), "result": [1]},
     {"result": {"nested": {"x": 1}}, "priority": 0, "error_type": "", "error_message": "x"},
+    {"retry_strategy": "linear", "max_retry_duration": 90},
 ]
 
 

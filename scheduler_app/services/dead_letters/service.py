@@ -50,6 +50,8 @@ def replay_body(task: Task) -> dict[str, Any]:
             "backoff": task.backoff,
             "backoff_max": task.backoff_max,
             "jitter": task.jitter,
+            "strategy": task.retry_strategy,
+            "max_retry_duration": task.max_retry_duration,
         },
         "tags": task.tags,
         "replay_of": task.id,

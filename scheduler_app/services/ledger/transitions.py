@@ -246,6 +246,11 @@ class ClaimedAttempt(NamedTuple):
     request_id: str | None
     run_at: datetime  # when the attempt was due (its wait is the claim's time minus this)
     workflow_id: str | None
+    # The retry decision's inputs besides the above (services/tasks/backoff.py); started_at is
+    # the first attempt's start (the claim keeps it).
+    retry_strategy: str
+    max_retry_duration: float | None
+    started_at: datetime
 
 
 # A claim takes nothing from a paused queue, and a paused worker takes nothing: the stored

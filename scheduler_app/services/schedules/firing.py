@@ -1,12 +1,13 @@
 """The firing loop: turns due slots of schedules into tasks, each slot exactly once.
 
-A slot fires in one transaction that inserts its ``schedule_runs`` row (unique per schedule and
+A slot fires in a transaction that inserts its ``schedule_runs`` row (unique per schedule and
 slot), inserts its task through the task service's rules, and moves the schedule on to its next
-slot; the task is published after the commit. Several scheduler processes may run the loop:
-each takes a due schedule with ``FOR UPDATE SKIP LOCKED`` (so they share the work), and should
-two of them ever act on the same slot (a stale read), the unique key lets only one commit a
-firing. A process killed mid-firing leaves nothing: its transaction rolls back and the slot is
-still due for the others.
+slot; the task is published after the commit. A tick advances up to
+``SCHEDULES_PER_TRANSACTION`` due schedules in one transaction (one commit for all of them).
+Several scheduler processes may run the loop: each takes a due schedule with ``FOR UPDATE SKIP
+LOCKED`` (so they share the work), and should two of them ever act on the same slot (a stale
+read), the unique key lets only one commit a firing. A process killed mid-firing leaves
+nothing: its transaction rolls back and the slots are still due for the others.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ UNGUARDED_ENV = "SCHEDULES_UNGUARDED_NEGATIVE_CONTROL"
 ON_TIME_GRACE = 30.0
 # At most this many slots of one schedule fire in one transaction (catchup "all" goes on next tick).
 MAX_SLOTS_PER_TICK = 100
+# Due schedules advanced in one transaction of a tick.
+SCHEDULES_PER_TRANSACTION = 50
 
 _RUN_INSERT = text(
     """
@@ -116,28 +119,32 @@ class ScheduleRunner:
                 .order_by(Schedule.due_at)
                 .limit(500)
             ).all()
-        return sum(self._advance(schedule_id, now) for schedule_id in ids)
+        fired = 0
+        # Many due schedules share a transaction (one commit, not one per firing); each keeps
+        # its row lock until that commit, and a process killed meanwhile fires none of them.
+        for start in range(0, len(ids), SCHEDULES_PER_TRANSACTION):
+            with unit_of_work(self.tasks.sessions) as session:
+                for schedule_id in ids[start : start + SCHEDULES_PER_TRANSACTION]:
+                    fired += self._advance(session, schedule_id, now)
+        return fired
 
-    def _advance(self, schedule_id: uuid.UUID, now: datetime) -> int:
-        with unit_of_work(self.tasks.sessions) as session:
-            query = select(Schedule).where(Schedule.id == schedule_id)
-            if not self.unguarded:
-                query = query.with_for_update(skip_locked=True)
-            schedule = session.scalars(query).first()
-            if schedule is None:
-                return 0  # deleted, or another scheduler holds it right now
-            fired = 0
-            if schedule.buffered_slot is not None and not self._previous_unfinished(
-                session, schedule
-            ):
-                fired += self._release_buffered(session, schedule, now)
-            if not schedule.enabled or schedule.due_at is None or schedule.due_at > now:
-                return fired
-            for slot, kind in self._slots_to_fire(schedule, now):
-                fired += self.fire(session, schedule, slot, kind, now)
-            if self.unguarded:
-                time.sleep(0.3)  # the negative control: a slow scheduler, transaction open
+    def _advance(self, session: Session, schedule_id: uuid.UUID, now: datetime) -> int:
+        query = select(Schedule).where(Schedule.id == schedule_id)
+        if not self.unguarded:
+            query = query.with_for_update(skip_locked=True)
+        schedule = session.scalars(query).first()
+        if schedule is None:
+            return 0  # deleted, or another scheduler holds it right now
+        fired = 0
+        if schedule.buffered_slot is not None and not self._previous_unfinished(session, schedule):
+            fired += self._release_buffered(session, schedule, now)
+        if not schedule.enabled or schedule.due_at is None or schedule.due_at > now:
             return fired
+        for slot, kind in self._slots_to_fire(schedule, now):
+            fired += self.fire(session, schedule, slot, kind, now)
+        if self.unguarded:
+            time.sleep(0.3)  # the negative control: a slow scheduler, transaction open
+        return fired
 
     def _slots_to_fire(self, schedule: Schedule, now: datetime) -> list[tuple[datetime, str]]:
         """The due slots the catchup policy fires, and the schedule moved past what is due."""

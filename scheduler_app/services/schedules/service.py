@@ -20,7 +20,7 @@ from scheduler_app.services.schedules.firing import ScheduleRunner, replan, task
 from scheduler_app.services.schedules.slots import SlotError, expand_cron, zone
 
 # Errors that come from a combination of fields (a call that does not bind the task type's
-# signature, an end before the start): in a PATCH they join the change with stored values.
+# signature): in a PATCH they join the change with stored values (a 409).
 JOINED = frozenset({"args", "kwargs"})
 # Fields whose change moves the schedule's next slot.
 TIMING_FIELDS = frozenset({"cron", "interval", "timezone", "start_at", "end_at", "jitter"})
@@ -119,8 +119,8 @@ class ScheduleService:
         """Change a schedule; its next slot is recomputed in the same transaction.
 
         Giving ``cron`` replaces an ``interval`` and the other way round. Raises NotFound,
-        ValidationFailed (a field that is invalid by itself) or Conflict (a change that does not
-        fit what is stored: arguments the stored task type cannot take, an end before the start).
+        ValidationFailed (a field that is invalid, or an ``end_at`` before the resulting
+        ``start_at``) or Conflict (arguments the stored task type cannot take).
         """
         now = self.runner.clock()
         with unit_of_work(self.sessions) as session:
@@ -217,8 +217,10 @@ class ScheduleService:
             zone(schedule.timezone)
         except SlotError as exc:
             errors["timezone"] = [str(exc)]
-        # An end before the start is an empty window (next_run_at null), not an error: the API
-        # document cannot state "not before start_at", and the API takes what it allows.
+        # A window that ends before it starts could never fire: refused, in a change too
+        # (whichever of the two the change gave). The document cannot state this rule.
+        if schedule.start_at and schedule.end_at and schedule.end_at < schedule.start_at:
+            errors["end_at"] = ["must not be before start_at"]
         try:
             self.runner.tasks.prepare(principal, [task_body(schedule, now)])
         except ValidationFailed as exc:

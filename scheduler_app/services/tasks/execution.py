@@ -27,7 +27,7 @@ from scheduler_app.services.broker.dispatcher import Dispatch, Dispatcher
 from scheduler_app.services.ledger.connection import LedgerConnection
 from scheduler_app.services.ledger.transitions import claim_attempt, succeed_attempt, transition
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
-from scheduler_app.services.tasks.backoff import retry_delay
+from scheduler_app.services.tasks.backoff import retry_delay, retry_window_closed
 from scheduler_app.services.tasks.counters import CounterStore
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.services.workers.controls import ClaimRefusals
@@ -48,6 +48,9 @@ SPEC_COLUMNS = (
     Task.jitter,
     Task.timeout,
     Task.request_id,
+    Task.retry_strategy,
+    Task.max_retry_duration,
+    Task.started_at,
 )
 
 
@@ -292,8 +295,17 @@ class Executor:
         kind, message = _error_text(exc)
         trace = "".join(traceback.format_exception(exc))[-16000:]
         retry_in: float | None = None
+        out_of_time = False
         if not permanent and spec is not None and attempt <= spec.max_retries:
-            retry_in = retry_delay(attempt, spec.backoff, spec.backoff_max, spec.jitter)
+            out_of_time = retry_window_closed(spec.started_at, now, spec.max_retry_duration)
+            if not out_of_time:
+                retry_in = retry_delay(
+                    attempt,
+                    spec.backoff,
+                    spec.backoff_max,
+                    spec.jitter,
+                    strategy=spec.retry_strategy,
+                )
         run = {
             "status": "failed",
             "finished_at": now,
@@ -333,7 +345,13 @@ class Executor:
                     attempt=attempt,
                     only_from=(TaskStatus.RUNNING,),
                     worker=worker,
-                    detail=f"{kind}: {message}",
+                    detail=f"{kind}: {message}"
+                    + (
+                        f" (not retried: max_retry_duration of {spec.max_retry_duration:g}s "
+                        "since the first attempt has passed)"
+                        if out_of_time
+                        else ""
+                    ),
                     traceback=trace,
                     run=run,
                 )

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
 from scheduler_app.errors import Conflict, ValidationFailed
+from scheduler_app.limits import RETRY_STRATEGIES
 from scheduler_app.models import Task
 from scheduler_app.services.clients.principal import Principal
 from scheduler_app.services.ledger.connection import PreparedStatement, run_prepared
@@ -86,6 +87,8 @@ def build_row(
         "backoff": settings.default_backoff,
         "backoff_max": settings.default_backoff_max,
         "jitter": settings.default_jitter,
+        "strategy": RETRY_STRATEGIES[0],
+        "max_retry_duration": None,
         **(ttype.retry if ttype else {}),
         **(body.get("retry") or {}),
     }
@@ -106,6 +109,8 @@ def build_row(
         "backoff": retry["backoff"],
         "backoff_max": max(retry["backoff_max"], retry["backoff"]),
         "jitter": retry["jitter"],
+        "retry_strategy": retry["strategy"],
+        "max_retry_duration": retry["max_retry_duration"],
         # Every attempt has a time limit: the task's own, else its type's, else the default.
         "timeout": min(
             timeout or (ttype.timeout if ttype else None) or settings.default_task_timeout,

@@ -2,10 +2,14 @@
 
 It runs in the transaction that consumes a parent's outcome, so a node is released in the same
 transaction that hands over its last needed parent's end, exactly once: the seam hands each
-outcome over once, the children are locked (``FOR UPDATE``) before their parents' states are
-read, and only a ``pending`` node moves. Two parents ending at once therefore serialise on the
-child: the second sees the first's decision (the child is no longer pending) or, if the first
-decided to wait, the second's parent state in its own fresh read.
+outcome over once, and only a ``pending`` node moves.
+
+Each node keeps how many of its parents ended in each state (``workflow_nodes.parents_*``): a
+parent's end is added to its children's counts once (``counted`` marks it, in the same
+statement), so deciding a child reads one row, not all its parents, and a fan-in of N parents
+costs N small updates instead of N reads of N parents. Two parents ending at once serialise on
+the child's counts row (locked in a fixed order): the second waits for the first to commit and
+adds to its counts, so one of them sees every parent ended.
 
 Nodes that can no longer run end ``upstream_failed`` or ``skipped`` in the same transaction, and
 so do their descendants (the loop below); their own outcomes reach this consumer again later and
@@ -14,7 +18,9 @@ find nothing left to do but the workflow's status.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -48,6 +54,13 @@ _PARENTS = (
     "WHERE c.task_id = ANY(CAST(:ids AS uuid[]))"
 )
 _OPEN_SQL = ", ".join(f"'{s.value}'" for s in sorted(set(TaskStatus) - TERMINAL))
+# The terminal states a parent's end is counted in (one column each on workflow_nodes).
+ENDED = tuple(s.value for s in sorted(TERMINAL))
+_ENDED_SQL = ", ".join(f"'{s}'" for s in ENDED)
+_COUNTS = ", ".join(f"parents_{s}" for s in ENDED)
+# SCHEDULER_TEST_REMOVE=workflow_counted: a parent's end is added to its children's counts each
+# time it is handed over (the negative control of tests/e2e/test_workflow_recovery.py).
+_UNGUARDED_ENV = "SCHEDULER_TEST_REMOVE"
 
 
 class _Publisher:
@@ -82,8 +95,90 @@ def advance(session: Session, outcomes: Sequence[Outcome]) -> None:
     ).all()
     if not workflows:
         return  # a node's task replaced by a retry: the new task is the node now
+    count_ends(session, ended)
     evaluate(session, _children(session, ended))
     settle(session, workflows)
+
+
+def count_ends(session: Session, task_ids: Sequence[uuid.UUID]) -> None:
+    """Add the ends of these node tasks (the terminal ones not added yet) to their children's
+    counts; the children's count rows are locked in a fixed order first (no deadlock)."""
+    guard = "" if _unguarded() else " AND NOT p.counted"
+    ended = session.execute(
+        text(
+            "UPDATE workflow_nodes p SET counted = true FROM tasks t "
+            "WHERE p.task_id = ANY(CAST(:ids AS uuid[])) AND t.id = p.task_id "
+            f"AND t.status IN ({_ENDED_SQL}){guard} "
+            "RETURNING p.workflow_id, p.node_id, t.status"
+        ),
+        {"ids": _text_ids(task_ids)},
+    ).all()
+    if not ended:
+        return
+    status_of = {(str(row.workflow_id), row.node_id): row.status for row in ended}
+    edges = session.execute(
+        text(
+            "SELECT e.workflow_id, e.parent, e.child FROM workflow_edges e "
+            "JOIN unnest(CAST(:wids AS uuid[]), CAST(:nodes AS text[])) AS p(wid, node) "
+            "ON e.workflow_id = p.wid AND e.parent = p.node"
+        ),
+        {"wids": [w for w, _ in status_of], "nodes": [n for _, n in status_of]},
+    ).all()
+    if not edges:
+        return
+    added: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(ENDED, 0))
+    for edge in edges:
+        wid = str(edge.workflow_id)
+        added[(wid, edge.child)][status_of[(wid, edge.parent)]] += 1
+    rows = [{"workflow_id": w, "child": c, **counts} for (w, c), counts in added.items()]
+    session.execute(
+        text(
+            "SELECT 1 FROM workflow_nodes c "
+            "JOIN unnest(CAST(:wids AS uuid[]), CAST(:nodes AS text[])) AS m(wid, node) "
+            "ON c.workflow_id = m.wid AND c.node_id = m.node "
+            "ORDER BY c.workflow_id, c.node_id FOR UPDATE OF c"
+        ),
+        {"wids": [r["workflow_id"] for r in rows], "nodes": [r["child"] for r in rows]},
+    )
+    sets = ", ".join(f"parents_{s} = c.parents_{s} + m.{s}" for s in ENDED)
+    types = ", ".join(f"{s} integer" for s in ENDED)
+    session.execute(
+        text(
+            f"UPDATE workflow_nodes c SET {sets} "
+            f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(workflow_id uuid, child text, "
+            f"{types}) WHERE c.workflow_id = m.workflow_id AND c.node_id = m.child"
+        ),
+        {"rows": json.dumps(rows)},
+    )
+
+
+def recount(session: Session, workflow_id: uuid.UUID) -> None:
+    """Every node's counts from its parents' current states (after a retry changed them)."""
+    assigned = ", ".join(f"parents_{s} = coalesce(x.{s}, 0)" for s in ENDED)
+    counts = ", ".join(f"count(*) FILTER (WHERE pt.status = '{s}') AS {s}" for s in ENDED)
+    params = {"id": str(workflow_id)}
+    session.execute(
+        text(
+            f"UPDATE workflow_nodes n SET counted = t.status IN ({_ENDED_SQL}) FROM tasks t "
+            "WHERE n.workflow_id = :id AND t.id = n.task_id"
+        ),
+        params,
+    )
+    session.execute(
+        text(
+            f"UPDATE workflow_nodes c SET {assigned} FROM workflow_nodes n "
+            f"LEFT JOIN (SELECT e.child, {counts} FROM workflow_edges e "
+            "JOIN workflow_nodes p ON p.workflow_id = e.workflow_id AND p.node_id = e.parent "
+            "JOIN tasks pt ON pt.id = p.task_id WHERE e.workflow_id = :id GROUP BY e.child) x "
+            "ON x.child = n.node_id "
+            "WHERE n.workflow_id = :id AND c.workflow_id = n.workflow_id AND c.node_id = n.node_id"
+        ),
+        params,
+    )
+
+
+def _unguarded() -> bool:
+    return "workflow_counted" in os.environ.get(_UNGUARDED_ENV, "").split(",")
 
 
 def _children(session: Session, parents: Sequence[uuid.UUID]) -> list[uuid.UUID]:
@@ -119,24 +214,20 @@ def evaluate(session: Session, candidates: Iterable[uuid.UUID]) -> int:
         ).all()
         if not locked:
             break
-        # How many parents are in each state, per child: one row per (child, state), so a
-        # thousand-parent fan-in costs a few rows per outcome, not a thousand.
+        # How many parents ended in each state: one row per child, read after the counts of
+        # this transaction's ends were added (and those committed before them).
         rows = session.execute(
             text(
-                "SELECT c.task_id AS child, c.trigger_rule, pt.status, count(*) AS n "
-                f"FROM {_PARENTS} "
-                "GROUP BY c.task_id, c.trigger_rule, pt.status"
+                f"SELECT task_id, trigger_rule, parents, {_COUNTS} FROM workflow_nodes "
+                "WHERE task_id = ANY(CAST(:ids AS uuid[]))"
             ),
             {"ids": _text_ids(locked)},
         ).all()
-        states: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
-        rules: dict[uuid.UUID, str] = {}
-        for row in rows:
-            states[row.child][row.status] = row.n
-            rules[row.child] = row.trigger_rule
         decided: dict[Decision, list[uuid.UUID]] = defaultdict(list)
-        for child, counts in states.items():
-            decided[decide(rules[child], counts)].append(child)
+        for row in rows:
+            counts = {s: getattr(row, f"parents_{s}") for s in ENDED}
+            counts[TaskStatus.PENDING.value] = max(0, row.parents - sum(counts.values()))
+            decided[decide(row.trigger_rule, counts)].append(row.task_id)
         released += _release(session, decided[Decision.RELEASE])
         now = utcnow()
         frontier = []
@@ -152,7 +243,9 @@ def evaluate(session: Session, candidates: Iterable[uuid.UUID]) -> int:
                 detail=f"{status.value}: its trigger rule can no longer be met",
             )
             frontier += [row.id for row in moved]
-        frontier = _children(session, frontier) if frontier else []
+        if frontier:
+            count_ends(session, frontier)
+            frontier = _children(session, frontier)
     return released
 
 

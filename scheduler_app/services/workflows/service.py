@@ -233,6 +233,7 @@ class WorkflowService:
                 {"id": str(workflow_id)},
             )
             # New nodes whose parents all stay succeeded are released now.
+            advance.recount(session, workflow_id)
             advance.evaluate(session, [r["id"] for r in rows if r["node_id"] in has_parents])
             advance.settle(session, [workflow_id])
             after_commit(session, lambda: self.tasks.publish(accepted))
@@ -264,6 +265,9 @@ def _insert_graph(
             "node_id": node["id"],
             "task_id": str(task_id),
             "trigger_rule": node.get("trigger_rule") or "all_success",
+            "parents": len(dict.fromkeys(node.get("depends_on") or [])),
+            **{f"parents_{state}": 0 for state in advance.ENDED},
+            "counted": False,
         }
         for node, task_id in zip(nodes, task_ids, strict=True)
     ]
@@ -326,6 +330,8 @@ def _again(task: Any) -> dict[str, Any]:
             "backoff": task.backoff,
             "backoff_max": task.backoff_max,
             "jitter": task.jitter,
+            "strategy": task.retry_strategy,
+            "max_retry_duration": task.max_retry_duration,
         },
         "timeout": task.timeout,
         "tags": task.tags,
@@ -355,4 +361,8 @@ def _filtered(query: Select, principal: Principal, filters: Mapping[str, Any]) -
         query = query.where(Workflow.status.in_(filters["status"]))
     if filters.get("tag"):
         query = query.where(Workflow.tags.contains([filters["tag"]]))
+    if filters.get("created_after"):
+        query = query.where(Workflow.created_at > filters["created_after"])
+    if filters.get("created_before"):
+        query = query.where(Workflow.created_at < filters["created_before"])
     return query
