@@ -1,7 +1,7 @@
 """pauses and worker_settings: stored pauses of queues and workers, stored pool sizes
 
 Revision ID: 0009
-Revises: 0007 (the lead re-chains it at the merge)
+Revises: 0007
 Create Date: 2026-12-01 22:30:00
 """
 
