@@ -1,5 +1,6 @@
-"""The scheduler process: releases delayed tasks, re-publishes lost ones, and hands outcomes
-whose process died before it could to their consumers, in one loop.
+"""The scheduler process: releases delayed tasks, re-publishes lost ones, hands outcomes
+whose process died before it could to their consumers, and prunes finished work past its
+retention, in one loop.
 
 Not to be confused with *schedules* (recurring firings, ``services/schedules``) or the
 ``scheduled`` task state.
@@ -22,6 +23,7 @@ from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_a
 from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
 from scheduler_app.services.ledger.outcomes import SEAM
+from scheduler_app.services.retention.pruner import Pruner
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
 from scheduler_app.services.tasks.service import TaskService
@@ -48,6 +50,7 @@ class Scheduler:
         self.schedules = ScheduleRunner(
             TaskService(self.sessions, self.dispatcher, settings, types), settings
         )
+        self.pruner = Pruner(self.sessions, settings)
         self.stopping = threading.Event()
 
     def promote(self) -> int:
@@ -78,6 +81,10 @@ class Scheduler:
         """Drop dead letters past their retention."""
         return purge_older_than(self.sessions, self.settings.dlq_retention_days)
 
+    def prune(self) -> int:
+        """Remove finished tasks and workflows past their retention (one scheduler at a time)."""
+        return sum(self.pruner.run().values())
+
     def run(self) -> None:
         """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
         jobs: list[tuple[Callable[[], int], float]] = [
@@ -86,6 +93,7 @@ class Scheduler:
             (self.reconcile, self.settings.reconciler_interval),
             (self.fire_schedules, self.settings.schedule_interval),
             (self.retain, RETENTION_INTERVAL),
+            (self.prune, self.settings.prune_interval),
         ]
         due = [0.0] * len(jobs)
         log.info("scheduler started")

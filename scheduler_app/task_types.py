@@ -49,6 +49,8 @@ class TaskType:
     max_retries: int | None = None
     # Default time limit (seconds) of this type's attempts; None: the default_task_timeout setting.
     timeout: float | None = None
+    # Seconds this type's tasks are kept once finished; None: the queue's or the state's default.
+    retention: float | None = None
     # Default retry policy of this type; a submission's ``retry`` overrides each key.
     retry: dict[str, Any] = field(default_factory=dict)
     permanent_errors: tuple[type[BaseException], ...] = ()
@@ -123,6 +125,7 @@ def task_type(
     queue: str | None = None,
     max_retries: int | None = None,
     timeout: float | None = None,
+    retention: float | None = None,
     backoff: float | None = None,
     backoff_max: float | None = None,
     jitter: bool | None = None,
@@ -136,8 +139,14 @@ def task_type(
 
     The function receives the task's ``args`` and ``kwargs``; if it declares a keyword-only
     parameter ``ctx`` it also receives a :class:`TaskContext`. ``timeout`` is the default time
-    limit of its attempts (seconds; the ``default_task_timeout`` setting when None).
+    limit of its attempts (seconds; the ``default_task_timeout`` setting when None);
+    ``retention`` how long its tasks are kept once finished (seconds, 1 s to 3650 days; the
+    queue's or the terminal state's default when None).
     """
+    from scheduler_app import limits
+
+    if retention is not None and not limits.RETENTION_MIN <= retention <= limits.RETENTION_MAX:
+        raise ValueError(f"task type {name!r}: retention must be 1 s to 3650 days")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if "." not in name:
@@ -154,6 +163,7 @@ def task_type(
             queue=queue,
             max_retries=max_retries,
             timeout=timeout,
+            retention=retention,
             retry={
                 key: value
                 for key, value in (
