@@ -23,6 +23,7 @@ from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_a
 from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
 from scheduler_app.services.ledger.outcomes import SEAM
+from scheduler_app.services.retention.partitions import Partitions
 from scheduler_app.services.retention.pruner import Pruner
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RECONCILER_LOCK = 0x5C4ED01E  # pg advisory lock: one reconciler scans at a time
 RETENTION_INTERVAL = 3600.0
+PARTITION_INTERVAL = 600.0  # task_events' partitions: created days ahead, so rarely is enough
 
 
 class Scheduler:
@@ -51,6 +53,7 @@ class Scheduler:
             TaskService(self.sessions, self.dispatcher, settings, types), settings
         )
         self.pruner = Pruner(self.sessions, settings)
+        self.partitions = Partitions(self.sessions, settings)
         self.stopping = threading.Event()
 
     def promote(self) -> int:
@@ -85,6 +88,10 @@ class Scheduler:
         """Remove finished tasks and workflows past their retention (one scheduler at a time)."""
         return sum(self.pruner.run().values())
 
+    def maintain_partitions(self) -> int:
+        """Create task_events' coming partitions, drop those past retention (one at a time)."""
+        return sum(self.partitions.run().values())
+
     def run(self) -> None:
         """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
         jobs: list[tuple[Callable[[], int], float]] = [
@@ -94,6 +101,7 @@ class Scheduler:
             (self.fire_schedules, self.settings.schedule_interval),
             (self.retain, RETENTION_INTERVAL),
             (self.prune, self.settings.prune_interval),
+            (self.maintain_partitions, PARTITION_INTERVAL),
         ]
         due = [0.0] * len(jobs)
         log.info("scheduler started")

@@ -156,15 +156,21 @@ class Run(Base):
 
 
 class TaskEvent(Base):
-    """The timeline: one row per state change."""
+    """The timeline: one row per state change.
+
+    Partitioned by day of ``at`` (migration 0010; the scheduler creates and drops the
+    partitions: services/retention/partitions.py), hence the key ``(id, at)`` and no foreign key
+    to ``tasks``: a pruned task's events leave with their partition.
+    """
 
     __tablename__ = "task_events"
+    __table_args__ = {"postgresql_partition_by": "RANGE (at)"}
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    task_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    task_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True, server_default=func.now()
     )
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     status: Mapped[str] = mapped_column(String(20))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))

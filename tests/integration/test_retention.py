@@ -147,7 +147,16 @@ def test_each_state_is_kept_for_its_default(stack, api, headers):
     assert not _exists(stack, ids["cancelled"]) and _exists(stack, ids["failed"])
     _prune(stack, 900)  # past the dead letter's 864 s
     for task_id in ids.values():
-        assert _left(stack, task_id) == dict.fromkeys(_left(stack, task_id), 0)
+        # Events wait for their day's partition to be dropped (test_partitions.py).
+        left = _left(stack, task_id)
+        assert left["task_events"] >= 2  # submitted (running) and final
+        assert left == {
+            "tasks": 0,
+            "task_events": left["task_events"],
+            "runs": 0,
+            "dead_letters": 0,
+        }
+        assert api.get(f"/api/v1/tasks/{task_id}/events", headers=headers).status_code == 404
     assert _exists(stack, live), "a queued task was pruned"
 
 
@@ -340,7 +349,7 @@ def test_batches_are_bounded_and_counted(stack, api, headers):
     assert not any(_exists(stack, i) for i in ids)
     after = ledger_figures(stack.ext.tasks.sessions)
     assert after["pruned"]["tasks"] - before["pruned"]["tasks"] == removed["tasks"]
-    assert after["pruned"]["task_events"] - before["pruned"]["task_events"] >= 3 * 25
+    assert after["pruned"]["runs"] - before["pruned"]["runs"] >= 25
     assert set(after["rows"]) >= {"tasks", "task_events", "runs"}
 
 

@@ -1,6 +1,9 @@
 """The pruner: deletes finished tasks (with their runs, events and dead letter) and finished
 workflows (with their nodes' tasks) once their retention has passed.
 
+Events stay in their daily partition of ``task_events`` until it is dropped whole
+(``partitions.py``); only those in the default partition leave row by row with their task.
+
 Each batch is one short transaction: pick at most ``prune_batch`` rows past their time and not
 referenced, ``FOR UPDATE SKIP LOCKED`` (a row someone holds is left for the next pass), delete
 them and what goes with them, count them. A pass keeps taking batches while they come back full,
@@ -74,7 +77,8 @@ _WORKFLOW_HELD = f"""
       OR EXISTS (SELECT 1 FROM task_outcomes o WHERE o.task_id = t.id)))"""
 
 _DELETE_TASKS = """
-WITH e AS (DELETE FROM task_events WHERE task_id = ANY(CAST(:ids AS uuid[])) RETURNING 1),
+WITH e AS (DELETE FROM task_events_default WHERE task_id = ANY(CAST(:ids AS uuid[]))
+           RETURNING 1),
 r AS (DELETE FROM runs WHERE task_id = ANY(CAST(:ids AS uuid[])) RETURNING 1),
 d AS (DELETE FROM dead_letters WHERE task_id = ANY(CAST(:ids AS uuid[])) RETURNING 1),
 t AS (DELETE FROM tasks WHERE id = ANY(CAST(:ids AS uuid[])) RETURNING 1)
@@ -231,7 +235,7 @@ class Pruner:
                 ).rowcount
             else:
                 counts += self._delete_tasks(session, picked, now)
-            _count(session, counts)
+            count_pruned(session, counts)
             removed.update(counts)
             return len(picked)
 
@@ -244,8 +248,13 @@ class Pruner:
         return Counter({k: int(v) for k, v in row._mapping.items()})
 
 
-def _count(session: Session, counts: Counter[str]) -> None:
-    rows = [{"key": COUNTER_PREFIX + table, "by": n} for table, n in counts.items() if n]
+def count_pruned(session: Session, counts: Counter[str]) -> None:
+    """Add ``counts`` (rows per table) to the pruned counters, in the caller's transaction."""
+    rows = [
+        {"key": COUNTER_PREFIX + table, "by": n}
+        for table, n in counts.items()
+        if n and table in TABLES
+    ]
     if rows:
         session.execute(
             text(
@@ -259,9 +268,10 @@ def _count(session: Session, counts: Counter[str]) -> None:
 def ledger_figures(sessions: sessionmaker[Session]) -> dict[str, dict[str, int]]:
     """For /metrics: ``{"pruned": {table: rows removed, ever}, "rows": {table: rows now}}``.
 
-    ``scheduler_pruned_total{table}`` and ``scheduler_ledger_rows{table}``. Rows are the
-    planner's estimate (pg_class.reltuples, summed over a partitioned table's partitions, kept
-    fresh by autovacuum): a count(*) of a large ledger would cost more than the scrape.
+    ``scheduler_pruned_total{table}`` and ``scheduler_ledger_rows{table}``; events pruned
+    count those deleted with their task and those of dropped partitions (ANALYZE's estimate).
+    Rows are the planner's estimate (pg_class.reltuples, summed over a partitioned table's
+    partitions, kept fresh by autovacuum): a count(*) of a large ledger costs more than a scrape.
     """
     with sessions() as session:
         pruned = dict.fromkeys(TABLES, 0)
