@@ -36,6 +36,8 @@ class Plan:
     peer_enqueue: int
     peer_drain: int
     rq_drain: int
+    # 8. the ledger at scale (opt-in: --only 8): finished tasks generated in the ledger
+    ledger_rows: int = 5_000_000
 
 
 FULL = Plan(
@@ -80,6 +82,7 @@ QUICK = Plan(
     peer_enqueue=100,
     peer_drain=60,
     rq_drain=20,
+    ledger_rows=20_000,
 )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -162,13 +163,21 @@ def _workflow_queries(retention: Retention) -> list[_Query]:
 class Pruner:
     """Removes what is past its retention, in bounded batches (see the module docstring)."""
 
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.stop = stop or threading.Event()  # set: the pass ends after its current batch
         self.settings = settings
         self.retention = Retention.from_settings(settings)
         self.archive = Archive(settings.archive_dir) if settings.archive_dir else None
         self.batch = settings.prune_batch
         self.budget = settings.prune_budget
+        self.backlog = False  # the last pass stopped on its budget with work left
 
     def run(self, now: datetime | None = None) -> Counter[str]:
         """One pass if no other process is pruning (pg advisory lock); rows removed per table."""
@@ -188,15 +197,19 @@ class Pruner:
         clock (injected by tests). Returns the rows removed per table."""
         removed: Counter[str] = Counter()
         started = time.monotonic()
+        self.backlog = False
         for query in _task_queries(self.retention) + _workflow_queries(self.retention):
             # A workflow brings up to WORKFLOW_NODES_MAX tasks along: fewer per batch.
             size = self.batch if query.name.startswith("tasks:") else max(1, self.batch // 20)
             while True:
                 moment = now or utcnow()
                 taken = self._batch(query, moment, size, removed)
-                if taken < size or time.monotonic() - started > self.budget:
+                if taken < size or self.stop.is_set():
                     break
-            if time.monotonic() - started > self.budget:
+                if time.monotonic() - started > self.budget:
+                    self.backlog = True  # full batches still coming: the next pass soon
+                    break
+            if self.backlog or self.stop.is_set():
                 break
         if removed:
             log.info("pruned", extra={"removed": dict(removed)})
