@@ -43,6 +43,7 @@ def ledger(stack) -> dict:
     workflow, schedule = uuid.uuid4(), uuid.uuid4()
     started = time.monotonic()
     with stack.ext.engine.begin() as conn:
+        conn.execute(text("SET LOCAL statement_timeout = 0"))
         conn.execute(
             text(
                 """
@@ -76,7 +77,9 @@ def ledger(stack) -> dict:
             )
         )
     with stack.ext.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("SET statement_timeout = 0"))
+        conn.execute(text("ANALYZE"))
         if os.environ.get("LEDGER_SCALE_NEGATIVE_CONTROL"):
             conn.execute(text("DROP INDEX ix_tasks_owner_created"))
     return {
