@@ -66,16 +66,19 @@ def generate(env: Environment, count: int) -> float:
         partitions._create(day)  # the days the scheduler would have created ahead
         day += timedelta(days=1)
     owner = env.principal().id
+    from scheduler_app.db import deadline
+
     began = time.monotonic()
     for offset in range(0, count, CHUNK):
         size = min(CHUNK, count - offset)
-        env.ledger.execute(
-            _GENERATE,
-            owner=str(owner),
-            n=size,
-            start=start + timedelta(milliseconds=offset),
-        )
-    with env.ledger.engine.connect() as conn:
+        with deadline(3600):
+            env.ledger.execute(
+                _GENERATE,
+                owner=str(owner),
+                n=size,
+                start=start + timedelta(milliseconds=offset),
+            )
+    with deadline(3600), env.ledger.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("SET statement_timeout = 0"))
         conn.execute(text("VACUUM ANALYZE tasks, runs, task_events"))

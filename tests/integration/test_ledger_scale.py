@@ -1,7 +1,7 @@
 """GET /api/v1/tasks on a large ledger: the statements the list service really sends (captured
 from the engine) are planned as index scans, never as a sequential scan of ``tasks``.
 
-A few million rows are generated in SQL (generate_series). Slow: ``-m "not slow"`` skips it.
+Hundreds of thousands to millions of rows are generated in SQL (generate_series). Slow: ``-m "not slow"`` skips it.
 Negative control: LEDGER_SCALE_NEGATIVE_CONTROL=1 drops ix_tasks_owner_created first; the
 owner's listing then becomes a scan and the test fails.
 """
@@ -18,6 +18,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, text
 
+from scheduler_app.db import deadline
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.clients.principal import Principal, Role
 from scheduler_app.services.pagination import encode_cursor
@@ -25,7 +26,9 @@ from tests.support import Stack
 
 pytestmark = pytest.mark.slow
 
-TASKS = int(os.environ.get("LEDGER_SCALE_TASKS", "1000000"))
+# 400,000 tasks and as many events by default (a minute on a busy 2-core machine);
+# LEDGER_SCALE_TASKS=3000000 for the few-million-row check.
+TASKS = int(os.environ.get("LEDGER_SCALE_TASKS", "400000"))
 OWNERS = 20
 
 
@@ -42,7 +45,7 @@ def ledger(stack) -> dict:
     owners = [stack.ext.clients.create(f"scale-{i}", "submitter")[0].id for i in range(OWNERS)]
     workflow, schedule = uuid.uuid4(), uuid.uuid4()
     started = time.monotonic()
-    with stack.ext.engine.begin() as conn:
+    with deadline(900), stack.ext.engine.begin() as conn:
         conn.execute(text("SET LOCAL statement_timeout = 0"))
         conn.execute(
             text(
@@ -51,7 +54,7 @@ def ledger(stack) -> dict:
                     max_retries, backoff, backoff_max, jitter, run_at, created_at, finished_at,
                     owner_id, tags, workflow_id, schedule_id)
                 SELECT gen_random_uuid(), 'demo.echo', '[]', '{}', 'default', 5,
-                    CASE WHEN g % 1000 = 0 THEN 'queued' WHEN g % 97 = 0 THEN 'failed'
+                    CASE WHEN g % 1001 = 0 THEN 'queued' WHEN g % 97 = 0 THEN 'failed'
                          ELSE 'succeeded' END,
                     1, 3, 1, 60, true, t, t, t + interval '1 second',
                     (CAST(:owners AS uuid[]))[1 + g % :n],
@@ -76,7 +79,7 @@ def ledger(stack) -> dict:
                 "SELECT id, created_at, status, 1 FROM tasks"
             )
         )
-    with stack.ext.engine.connect() as conn:
+    with deadline(900), stack.ext.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("SET statement_timeout = 0"))
         conn.execute(text("ANALYZE"))
@@ -145,9 +148,9 @@ def test_list_queries_use_indexes_at_scale(stack, ledger):
     }
     seq = {}
     for name, (principal, filters, page) in cases.items():
-        for plan in _plans(stack, principal, filters, page):
-            scans = _scans(plan)
-            assert scans, (name, plan)
+        plans = [_scans(plan) for plan in _plans(stack, principal, filters, page)]
+        assert plans[0], (name, "the first statement reads no table")
+        for scans in plans:  # a later one may read nothing (an empty page: no ids to fetch)
             bad = [s for s in scans if s[0] == "Seq Scan"]
             if bad:
                 seq[name] = scans
