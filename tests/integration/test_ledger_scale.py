@@ -1,7 +1,8 @@
 """GET /api/v1/tasks on a large ledger: the statements the list service really sends (captured
 from the engine) are planned as index scans, never as a sequential scan of ``tasks``.
 
-Hundreds of thousands to millions of rows are generated in SQL (generate_series). Slow: ``-m "not slow"`` skips it.
+Hundreds of thousands to millions of rows are generated in SQL (generate_series). Slow:
+``-m "not slow"`` skips it.
 Negative control: LEDGER_SCALE_NEGATIVE_CONTROL=1 drops ix_tasks_owner_created first; the
 owner's listing then becomes a scan and the test fails.
 """
