@@ -108,6 +108,7 @@ class TaskType:
             "queue": self.queue,
             "max_retries": self.max_retries,
             "timeout": self.timeout,
+            "retention": self.retention,
             "retry": self.retry,
             "parameters": self.parameters,
         }

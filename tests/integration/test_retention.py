@@ -182,6 +182,8 @@ def test_overrides_task_then_type_then_queue(stack, api, headers):
         for i in (own, typed, queued, own_beats_type)
     }
     assert kept == {own: 30.0, typed: 3600.0, queued: 120.0, own_beats_type: 40.0}
+    types = {t["name"]: t for t in api.get("/api/v1/task-types", headers=headers).json}
+    assert types["test.kept"]["retention"] == 3600.0 and types["demo.echo"]["retention"] is None
 
     _prune(stack, 45)
     assert not _exists(stack, own) and not _exists(stack, own_beats_type)
