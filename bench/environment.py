@@ -113,6 +113,8 @@ class Environment:
         self.jwt_secret = secrets.token_urlsafe(36)  # production refuses one secret for both
         self.token: str | None = None
         self._db_created = False
+        # SCHEDULER_* settings every process of ours gets on top of production's (the soak's)
+        self.settings_env: dict[str, str] = {}
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class Environment:
             SCHEDULER_JWT_SECRET=self.jwt_secret,
             SCHEDULER_QUEUES=OURS_QUEUES,
             PYTHONUNBUFFERED="1",
+            **self.settings_env,
             **extra,
         )
         return env

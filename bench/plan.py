@@ -45,6 +45,8 @@ class Plan:
     schedule_count: int
     schedule_interval: float
     schedule_seconds: float
+    # 11. the ledger at scale (opt-in: --only 11): finished tasks generated in the ledger
+    ledger_rows: int = 5_000_000
 
 
 FULL = Plan(
@@ -101,6 +103,7 @@ QUICK = Plan(
     schedule_count=20,
     schedule_interval=1.0,
     schedule_seconds=5.0,
+    ledger_rows=20_000,
 )
 
 

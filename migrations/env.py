@@ -17,12 +17,24 @@ if config.config_file_name and not config.attributes.get("skip_logging"):
 target_metadata = Base.metadata
 
 
+def _include_name(name, type_, parent_names) -> bool:
+    # The partitions of task_events are the scheduler's (services/retention/partitions.py).
+    from scheduler_app.services.retention.partitions import is_partition
+
+    return not (type_ == "table" and name and is_partition(name))
+
+
 def _url() -> str:
     return config.attributes.get("database_url") or load_settings().database_url
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        include_name=_include_name,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -30,7 +42,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, include_name=_include_name
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

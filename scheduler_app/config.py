@@ -7,6 +7,7 @@ Nothing here runs at import time; entry points call :func:`load_settings` once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -121,6 +122,24 @@ class Settings:
     # the firing loop looks for due slots this often.
     catchup_window: float = 3600.0
     schedule_interval: float = 0.5
+    # Retention (DESIGN.md section 9): seconds a finished task is kept, per terminal state,
+    # unless its task, its type or its queue says otherwise (queue_retention: "queue=seconds"
+    # entries). A failed task is kept at least as long as its dead letter; retention_failed 0
+    # means exactly that long (dlq_retention_days). A workflow's nodes go with their workflow,
+    # which is kept for the default of its own state (so skipped and upstream_failed, states
+    # only nodes have, need none).
+    retention_succeeded: float = 7 * 86400.0
+    retention_cancelled: float = 7 * 86400.0
+    retention_failed: float = 0.0
+    queue_retention: tuple[str, ...] = ()
+    # The pruner (scheduler process, one at a time): a pass at least this often, deleting
+    # batches of prune_batch tasks while they come back full, for at most prune_budget seconds.
+    prune_interval: float = 30.0
+    prune_batch: int = 500
+    prune_budget: float = 10.0
+    # Optional archive: JSON Lines of every pruned row, one file per hour and table, written
+    # and fsynced before the rows are deleted. Empty: no archive.
+    archive_dir: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict of all settings (secrets included; never log it whole)."""
@@ -282,6 +301,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"default_queue {settings.default_queue!r} is not in queues")
     if not 1 <= settings.max_batch <= limits.BATCH_MAX:
         raise ConfigError(f"max_batch must be between 1 and {limits.BATCH_MAX}")
+    _validate_retention(settings)
     from scheduler_app.services.outbound.policy import Allowlist  # stdlib only; no cycle
 
     try:
@@ -303,4 +323,52 @@ def _validate(settings: Settings) -> None:
                 )
 
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+@functools.lru_cache(maxsize=16)
+def queue_retention(settings: Settings) -> dict[str, float]:
+    """The ``queue_retention`` setting as {queue: seconds}; raises ConfigError when malformed."""
+    parsed: dict[str, float] = {}
+    for entry in settings.queue_retention:
+        name, sep, raw = entry.partition("=")
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = float("nan")
+        if (
+            not sep
+            or not name.strip()
+            or not (limits.RETENTION_MIN <= seconds <= limits.RETENTION_MAX)
+        ):
+            raise ConfigError(
+                f"queue_retention: {entry!r} is not queue=seconds "
+                f"({limits.RETENTION_MIN:g} to {limits.RETENTION_MAX:g})"
+            )
+        parsed[name.strip()] = seconds
+    unknown = sorted(set(parsed) - set(settings.queues))
+    if unknown:
+        raise ConfigError(f"queue_retention names unknown queues {unknown}")
+    return parsed
+
+
+def _validate_retention(settings: Settings) -> None:
+    for name in ("retention_succeeded", "retention_cancelled"):
+        if not limits.RETENTION_MIN <= getattr(settings, name) <= limits.RETENTION_MAX:
+            raise ConfigError(
+                f"{name} must be between {limits.RETENTION_MIN:g} and {limits.RETENTION_MAX:g}"
+            )
+    if not (
+        settings.retention_failed == 0
+        or (limits.RETENTION_MIN <= settings.retention_failed <= limits.RETENTION_MAX)
+    ):
+        raise ConfigError(
+            "retention_failed must be 0 (as long as its dead letter) or 1 s to 3650 d"
+        )
+    queue_retention(settings)
+    if not 0 < settings.prune_interval <= 60:
+        raise ConfigError("prune_interval must be above 0 and at most 60 seconds")
+    if not 1 <= settings.prune_batch <= 10_000:
+        raise ConfigError("prune_batch must be between 1 and 10000")
+    if settings.prune_budget <= 0:
+        raise ConfigError("prune_budget must be above 0")
+
+
+__all__ = ["ConfigError", "Settings", "load_settings", "queue_retention"]

@@ -15,6 +15,9 @@ IDEMPOTENCY_KEY_MAX = 255
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
 DELAY_MAX = 366 * 86400  # seconds
 TIMEOUT_MAX = 86400  # seconds; a timeout is > 0
+# How long a finished task is kept (its ``retention``): 1 s to 3650 days.
+RETENTION_MIN = 1
+RETENTION_MAX = 3650 * 86400
 JSON_DEPTH_MAX = 64  # nesting of args, kwargs and results
 # digits of one JSON integer: Python's own int/str conversion limit (sys.get_int_max_str_digits)
 INT_DIGITS_MAX = 4300

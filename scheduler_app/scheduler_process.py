@@ -1,5 +1,6 @@
-"""The scheduler process: releases delayed tasks, re-publishes lost ones, and hands outcomes
-whose process died before it could to their consumers, in one loop.
+"""The scheduler process: releases delayed tasks, re-publishes lost ones, hands outcomes
+whose process died before it could to their consumers, and prunes finished work past its
+retention (in a thread of its own), in one loop.
 
 Not to be confused with *schedules* (recurring firings, ``services/schedules``) or the
 ``scheduled`` task state.
@@ -23,6 +24,8 @@ from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
 from scheduler_app.services.ledger.outcomes import SEAM
 from scheduler_app.services.metrics.process import serve
+from scheduler_app.services.retention.partitions import Partitions
+from scheduler_app.services.retention.pruner import Pruner
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.tasks.promoter import expire_overdue, promote_due
 from scheduler_app.services.tasks.service import TaskService
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 
 RECONCILER_LOCK = 0x5C4ED01E  # pg advisory lock: one reconciler scans at a time
 RETENTION_INTERVAL = 3600.0
+PRUNE_BACKLOG_PAUSE = 1.0  # between pruning passes while a backlog is left
+PARTITION_INTERVAL = 600.0  # task_events' partitions: created days ahead, so rarely is enough
 
 
 class Scheduler:
@@ -50,6 +55,8 @@ class Scheduler:
             TaskService(self.sessions, self.dispatcher, settings, types), settings
         )
         self.stopping = threading.Event()
+        self.pruner = Pruner(self.sessions, settings, stop=self.stopping)
+        self.partitions = Partitions(self.sessions, settings)
 
     def promote(self) -> int:
         """Release due tasks and fail the ones that expired while waiting."""
@@ -79,6 +86,18 @@ class Scheduler:
         """Drop dead letters past their retention."""
         return purge_older_than(self.sessions, self.settings.dlq_retention_days)
 
+    def prune(self) -> int:
+        """Remove finished tasks and workflows past their retention (one scheduler at a time)."""
+        return sum(self.pruner.run().values())
+
+    def prune_interval(self) -> float:
+        """Until the next pass: soon while a backlog is left (the last pass ran out of budget)."""
+        return PRUNE_BACKLOG_PAUSE if self.pruner.backlog else self.settings.prune_interval
+
+    def maintain_partitions(self) -> int:
+        """Create task_events' coming partitions, drop those past retention (one at a time)."""
+        return sum(self.partitions.run().values())
+
     def run(self) -> None:
         """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
         jobs: list[tuple[Callable[[], int], float]] = [
@@ -92,6 +111,10 @@ class Scheduler:
         if self.settings.scheduler_metrics_port:
             # scheduler_schedule_lag_seconds and the process's own metrics.
             serve(self.settings.scheduler_metrics_port, self.settings.metrics_bind)
+        # Retention in a thread of its own: a pass of many batches must not hold up the
+        # promoter's quarter-second rhythm.
+        retention = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
+        retention.start()
         log.info("scheduler started")
         while not self.stopping.is_set():
             now = time.monotonic()
@@ -103,8 +126,24 @@ class Scheduler:
                     except Exception:
                         log.exception("scheduler job failed", extra={"job": job.__name__})
             self.stopping.wait(max(0.0, min(due) - time.monotonic()))
+        retention.join(timeout=self.settings.prune_budget + 5)
         self.engine.dispose()
         log.info("scheduler stopped")
+
+    def _retention_loop(self) -> None:
+        """Prune every prune_interval (soon again while a backlog is left); partitions too."""
+        partitions_due = 0.0
+        while not self.stopping.is_set():
+            jobs = [self.prune]
+            if time.monotonic() >= partitions_due:
+                partitions_due = time.monotonic() + PARTITION_INTERVAL
+                jobs.insert(0, self.maintain_partitions)
+            for job in jobs:
+                try:
+                    job()
+                except Exception:
+                    log.exception("scheduler job failed", extra={"job": job.__name__})
+            self.stopping.wait(self.prune_interval())
 
     def stop(self, *_: object) -> None:
         self.stopping.set()

@@ -51,6 +51,8 @@ class TaskType:
     max_retries: int | None = None
     # Default time limit (seconds) of this type's attempts; None: the default_task_timeout setting.
     timeout: float | None = None
+    # Seconds this type's tasks are kept once finished; None: the queue's or the state's default.
+    retention: float | None = None
     # Default retry policy of this type; a submission's ``retry`` overrides each key.
     retry: dict[str, Any] = field(default_factory=dict)
     permanent_errors: tuple[type[BaseException], ...] = ()
@@ -108,6 +110,7 @@ class TaskType:
             "queue": self.queue,
             "max_retries": self.max_retries,
             "timeout": self.timeout,
+            "retention": self.retention,
             "retry": self.retry,
             "parameters": self.parameters,
         }
@@ -125,6 +128,7 @@ def task_type(
     queue: str | None = None,
     max_retries: int | None = None,
     timeout: float | None = None,
+    retention: float | None = None,
     backoff: float | None = None,
     backoff_max: float | None = None,
     jitter: bool | None = None,
@@ -142,8 +146,14 @@ def task_type(
     parameter ``ctx`` it also receives a :class:`TaskContext`. ``timeout`` is the default time
     limit of its attempts (seconds; the ``default_task_timeout`` setting when None).
     ``max_retries``, ``backoff``, ``backoff_max``, ``jitter``, ``retry_strategy`` (exponential,
-    linear or fixed) and ``max_retry_duration`` (seconds) are the type's default retry policy.
+    linear or fixed) and ``max_retry_duration`` (seconds) are the type's default retry policy;
+    ``retention`` how long its tasks are kept once finished (seconds, 1 s to 3650 days; the
+    queue's or the terminal state's default when None).
     """
+    from scheduler_app import limits
+
+    if retention is not None and not limits.RETENTION_MIN <= retention <= limits.RETENTION_MAX:
+        raise ValueError(f"task type {name!r}: retention must be 1 s to 3650 days")
     if retry_strategy is not None and retry_strategy not in RETRY_STRATEGIES:
         raise ValueError(f"retry_strategy must be one of {RETRY_STRATEGIES}")
     if max_retry_duration is not None and not 0 < max_retry_duration <= RETRY_DURATION_MAX:
@@ -164,6 +174,7 @@ def task_type(
             queue=queue,
             max_retries=max_retries,
             timeout=timeout,
+            retention=retention,
             retry={
                 key: value
                 for key, value in (

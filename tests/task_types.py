@@ -90,3 +90,8 @@ def probe(session: Session, outcomes: Sequence[Outcome]) -> None:
                 ),
                 {"key": key},
             )
+
+
+@task_type("test.kept", retention=3600.0)
+def kept(**_: Any) -> None:
+    """Nothing; its tasks are kept an hour once finished (a task type's retention)."""

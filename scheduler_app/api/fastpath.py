@@ -153,4 +153,5 @@ def present_task(task: Any) -> dict[str, Any]:
         "schedule_id": _str(t["schedule_id"]),
         "replay_of": _str(t["replay_of"]),
         "tags": None if tags is None else [str(tag) for tag in tags],
+        "retention": _float(t["retention"]),
     }

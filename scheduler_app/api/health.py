@@ -27,6 +27,9 @@ class TaskTypeSchema(Schema):
     queue = fields.String(allow_none=True)
     max_retries = fields.Integer(allow_none=True)
     timeout = fields.Float(allow_none=True, metadata={"description": "default time limit, s"})
+    retention = fields.Float(
+        allow_none=True, metadata={"description": "seconds its tasks are kept once finished"}
+    )
     retry = fields.Dict(metadata={"description": "default retry policy of the type"})
     parameters = fields.Dict(keys=fields.String(), values=fields.String())
 

@@ -93,6 +93,11 @@ class _ScheduleFields(Schema):
         allow_nan=False,
         metadata={"exclusiveMinimum": 0, "description": "seconds"},
     )
+    retention = fields.Float(
+        validate=validate.Range(L.RETENTION_MIN, L.RETENTION_MAX),
+        allow_nan=False,
+        metadata={"description": "seconds each of its tasks is kept once finished"},
+    )
     tags = fields.List(
         Text(validate=validate.Length(min=1, max=L.TAG_MAX)),
         validate=validate.Length(max=L.TAGS_MAX),
@@ -141,6 +146,7 @@ class ScheduleSchema(Schema):
     end_at = fields.DateTime(allow_none=True)
     retry = fields.Raw(allow_none=True)
     timeout = fields.Float(allow_none=True)
+    retention = fields.Float(allow_none=True)
     tags = fields.List(fields.String())
     next_run_at = fields.DateTime(allow_none=True, metadata={"description": "the next slot"})
     last_run_at = fields.DateTime(allow_none=True, metadata={"description": "the last fired slot"})

@@ -116,6 +116,14 @@ class TaskCreateSchema(Schema):
         validate=validate.Length(max=L.TAGS_MAX),
         load_default=list,
     )
+    retention = fields.Float(
+        validate=validate.Range(L.RETENTION_MIN, L.RETENTION_MAX),
+        allow_nan=False,
+        metadata={
+            "description": "seconds it is kept once finished (default: its type's, its queue's "
+            "or its final state's; a workflow node is kept at least as long as its workflow)"
+        },
+    )
 
     class Meta:
         openapi = {"not": {"required": ["delay", "run_at"]}}
@@ -182,6 +190,7 @@ class TaskSchema(Schema):
     schedule_id = fields.UUID(allow_none=True)
     replay_of = fields.UUID(allow_none=True)
     tags = fields.List(fields.String())
+    retention = fields.Float(allow_none=True)
 
     def dump(self, obj, *, many=None):
         many = self.many if many is None else many

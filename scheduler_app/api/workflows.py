@@ -68,6 +68,14 @@ class WorkflowCreateSchema(Schema):
         load_default=list,
     )
     notify = fields.Raw(metadata={"description": "not supported yet: refused (422)"})
+    retention = fields.Float(
+        validate=validate.Range(L.RETENTION_MIN, L.RETENTION_MAX),
+        allow_nan=False,
+        metadata={
+            "description": "seconds the workflow and its nodes are kept once it finished "
+            "(default: its final state's); a node's own retention can only lengthen it"
+        },
+    )
 
     class Meta:
         openapi = {"not": {"required": ["notify"]}}

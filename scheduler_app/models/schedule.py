@@ -74,6 +74,7 @@ class Schedule(Base):
     end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retry: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     timeout: Mapped[float | None] = mapped_column(Float)
+    retention: Mapped[float | None] = mapped_column(Float)  # its tasks' (seconds once finished)
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
     # Interval slots are anchor_at + k * interval (start_at, else when the interval was set).
     anchor_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -31,6 +31,8 @@ from scheduler_app.states import TaskStatus
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 _STRATEGIES = ", ".join(f"'{s}'" for s in RETRY_STRATEGIES)
+_TERMINAL = ", ".join(f"'{s.value}'" for s in TaskStatus if s.terminal)
+_OPEN = ", ".join(f"'{s.value}'" for s in TaskStatus if not s.terminal)
 
 
 class Task(Base):
@@ -70,6 +72,27 @@ class Task(Base):
                 "workflow_id IS NOT NULL"
                 " AND status IN ('pending', 'scheduled', 'queued', 'running', 'retrying')"
             ),
+        ),
+        # Retention (services/retention): finished tasks kept for their state's default, in the
+        # order they finished; those with an override of their own by the instant it passes.
+        Index(
+            "ix_tasks_finished",
+            "status",
+            "finished_at",
+            postgresql_where=text(
+                f"status IN ({_TERMINAL}) AND retention IS NULL AND workflow_id IS NULL"
+            ),
+        ),
+        Index(
+            "ix_tasks_prune_after",
+            "prune_after",
+            postgresql_where=text("prune_after IS NOT NULL AND workflow_id IS NULL"),
+        ),
+        # "Is a replay of this task still running?" (a replayed task is kept until it is not)
+        Index(
+            "ix_tasks_replay_open",
+            "replay_of",
+            postgresql_where=text(f"replay_of IS NOT NULL AND status IN ({_OPEN})"),
         ),
     )
 
@@ -113,6 +136,10 @@ class Task(Base):
     schedule_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
     replay_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     request_id: Mapped[str | None] = mapped_column(String(100))
+    # Seconds it is kept once finished when it has an override (its own, its type's or its
+    # queue's); None: its terminal state's default. prune_after = finished + retention.
+    retention: Mapped[float | None] = mapped_column(Float)
+    prune_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Run(Base):
@@ -138,15 +165,21 @@ class Run(Base):
 
 
 class TaskEvent(Base):
-    """The timeline: one row per state change."""
+    """The timeline: one row per state change.
+
+    Partitioned by day of ``at`` (migration 0010; the scheduler creates and drops the
+    partitions: services/retention/partitions.py), hence the key ``(id, at)`` and no foreign key
+    to ``tasks``: a pruned task's events leave with their partition.
+    """
 
     __tablename__ = "task_events"
+    __table_args__ = {"postgresql_partition_by": "RANGE (at)"}
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    task_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    task_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True, server_default=func.now()
     )
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     status: Mapped[str] = mapped_column(String(20))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))

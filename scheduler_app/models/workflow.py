@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -34,6 +35,17 @@ class Workflow(Base):
         Index("ix_workflows_owner_created", "owner_id", text("created_at DESC"), text("id DESC")),
         Index("ix_workflows_created", text("created_at DESC"), text("id DESC")),
         Index("ix_workflows_tags", "tags", postgresql_using="gin"),
+        Index(
+            "ix_workflows_finished",
+            "status",
+            "finished_at",
+            postgresql_where=text("status <> 'running' AND retention IS NULL"),
+        ),
+        Index(
+            "ix_workflows_prune_after",
+            "prune_after",
+            postgresql_where=text("prune_after IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -45,6 +57,9 @@ class Workflow(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Seconds the workflow (and its nodes) is kept once finished; None: its state's default.
+    retention: Mapped[float | None] = mapped_column(Float)
+    prune_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class WorkflowNode(Base):

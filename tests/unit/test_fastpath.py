@@ -179,6 +179,8 @@ def _columns(**changes):
         "node_id": None,
         "schedule_id": None,
         "replay_of": None,
+        "retention": None,
+        "prune_after": None,
     }
     row.update(changes)
     return row
@@ -193,6 +195,7 @@ VARIANTS = [
     {"node_id": "n1", "schedule_id": uuid.uuid4(), "replay_of": uuid.uuid4(), "result": [1]},
     {"result": {"nested": {"x": 1}}, "priority": 0, "error_type": "", "error_message": "x"},
     {"retry_strategy": "linear", "max_retry_duration": 90},
+    {"retention": 3600.0, "prune_after": NOW, "status": "cancelled", "finished_at": NOW},
 ]
 
 

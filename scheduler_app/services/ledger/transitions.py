@@ -77,7 +77,7 @@ class Move:
         record = seam.record_sql(to) if to.terminal else None
         if record is not None:
             returned += seam.columns()
-        sets = ", ".join([f"status = '{to.value}'", *(f"{c} = {e}" for c, e in self.set)])
+        sets = ", ".join([f"status = '{to.value}'", *(f"{c} = {e}" for c, e in self._sets())])
         # "(...) IS TRUE": a prepared plan may not turn the guard into a scan of the status index
         guard = f"(status IN ({_sources(to, self.only_from)})) IS TRUE"
         where = " AND ".join([self.rows, guard, *self.guards])
@@ -111,6 +111,21 @@ class Move:
         else:
             tail = f"SELECT {columns} FROM moved"
         return "WITH " + ",\n".join(ctes) + "\n" + tail
+
+    def _sets(self) -> tuple[tuple[str, str], ...]:
+        """The SET list; a terminal move also stamps what retention needs, in the same UPDATE.
+
+        A task with a retention override (``retention`` seconds) gets its ``prune_after``; one
+        without keeps NULL (no entry in ix_tasks_prune_after: it is found by its state and
+        ``finished_at``, so a change of the default applies to it). No extra round trip.
+        """
+        if not self.to.terminal:
+            return self.set
+        named = {column for column, _ in self.set}
+        extra = [("prune_after", "clock_timestamp() + retention * interval '1 second'")]
+        if "finished_at" not in named:
+            extra.append(("finished_at", "coalesce(finished_at, clock_timestamp())"))
+        return (*self.set, *extra)
 
     def _run_sql(self) -> str:
         run = dict(self.run or ())

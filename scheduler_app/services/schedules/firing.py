@@ -89,7 +89,7 @@ def task_body(schedule: Schedule, slot: datetime) -> dict[str, Any]:
         "run_at": slot,
         "schedule_id": schedule.id,
     }
-    for name in ("queue", "priority", "retry", "timeout"):
+    for name in ("queue", "priority", "retry", "timeout", "retention"):
         if getattr(schedule, name) is not None:
             body[name] = getattr(schedule, name)
     return body

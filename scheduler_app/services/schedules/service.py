@@ -51,6 +51,7 @@ STORED = (
     "end_at",
     "retry",
     "timeout",
+    "retention",
     "tags",
 )
 

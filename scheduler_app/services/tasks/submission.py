@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from scheduler_app.config import Settings
+from scheduler_app.config import Settings, queue_retention
 from scheduler_app.errors import Conflict, ValidationFailed
 from scheduler_app.limits import RETRY_STRATEGIES
 from scheduler_app.models import Task
@@ -73,6 +73,10 @@ def build_row(
         errors[prefix + "timeout"] = [
             f"must be at most {settings.max_task_timeout:g} seconds (max_task_timeout)"
         ]
+    retention = body.get("retention")
+    if retention is None:
+        # The type's, else the queue's; None: the terminal state's default (settings).
+        retention = (ttype.retention if ttype else None) or queue_retention(settings).get(queue)
     run_at = _run_at(body, now)
     expires_at = body.get("expires_at")
     if expires_at is not None:
@@ -131,6 +135,7 @@ def build_row(
         "node_id": body.get("node_id"),
         "schedule_id": body.get("schedule_id"),
         "replay_of": body.get("replay_of"),
+        "retention": None if retention is None else float(retention),
     }
 
 
@@ -157,6 +162,7 @@ _NOT_INSERTED = {
     "result": None,
     "error_type": None,
     "error_message": None,
+    "prune_after": None,
 }
 TASK_COLUMNS = tuple(c.name for c in Task.__table__.columns if c.name not in _NOT_INSERTED)
 _COLUMN_LIST = ", ".join(TASK_COLUMNS)

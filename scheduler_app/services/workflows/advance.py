@@ -307,7 +307,8 @@ def settle(session: Session, workflows: Sequence[uuid.UUID]) -> None:
         status = "failed" if counts.bad else "cancelled" if counts.cancelled else "succeeded"
         session.execute(
             text(
-                "UPDATE workflows SET status = :status, finished_at = clock_timestamp() "
+                "UPDATE workflows SET status = :status, finished_at = clock_timestamp(), "
+                "prune_after = clock_timestamp() + retention * interval '1 second' "
                 "WHERE id = :id AND status = 'running'"
             ),
             {"status": status, "id": workflow_id},

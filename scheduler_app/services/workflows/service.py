@@ -79,8 +79,8 @@ class WorkflowService:
         with unit_of_work(self.sessions) as session:
             session.execute(
                 text(
-                    "INSERT INTO workflows (id, name, status, owner_id, tags, created_at) "
-                    "VALUES (:id, :name, 'running', :owner, :tags, :now)"
+                    "INSERT INTO workflows (id, name, status, owner_id, tags, created_at, "
+                    "retention) VALUES (:id, :name, 'running', :owner, :tags, :now, :retention)"
                 ),
                 {
                     "id": str(workflow_id),
@@ -88,6 +88,7 @@ class WorkflowService:
                     "owner": str(principal.id),
                     "tags": list(body.get("tags") or []),
                     "now": now,
+                    "retention": body.get("retention"),
                 },
             )
             accepted = insert_tasks(session, rows)
@@ -163,7 +164,8 @@ class WorkflowService:
             ]
             session.execute(
                 text(
-                    "UPDATE workflows SET status = 'cancelled', finished_at = :now "
+                    "UPDATE workflows SET status = 'cancelled', finished_at = :now, "
+                    "prune_after = :now + retention * interval '1 second' "
                     "WHERE id = :id AND status = 'running'"
                 ),
                 {"id": str(workflow_id), "now": now},
@@ -229,7 +231,10 @@ class WorkflowService:
                 },
             )
             session.execute(
-                text("UPDATE workflows SET status = 'running', finished_at = NULL WHERE id = :id"),
+                text(
+                    "UPDATE workflows SET status = 'running', finished_at = NULL, "
+                    "prune_after = NULL WHERE id = :id"
+                ),
                 {"id": str(workflow_id)},
             )
             # New nodes whose parents all stay succeeded are released now.
