@@ -113,6 +113,17 @@ def _unpartition_task_events() -> None:
 
 def upgrade() -> None:
     _partition_task_events()
+    # What the pruner removed, by queue, type and final state: /metrics' task counters are the
+    # ledger's rows plus these, so they keep rising when tasks leave.
+    op.create_table(
+        "pruned_tasks",
+        sa.Column("queue", sa.String(length=255), nullable=False),
+        sa.Column("task", sa.String(length=255), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("tasks", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("retries", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("queue", "task", "status", name=op.f("pk_pruned_tasks")),
+    )
     op.add_column("tasks", sa.Column("retention", sa.Float(), nullable=True))
     op.add_column("tasks", sa.Column("prune_after", sa.DateTime(timezone=True), nullable=True))
     op.create_index(
@@ -154,6 +165,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     _unpartition_task_events()
+    op.drop_table("pruned_tasks")
     op.drop_column("schedules", "retention")
     op.drop_index("ix_workflows_prune_after", table_name="workflows")
     op.drop_index("ix_workflows_finished", table_name="workflows")

@@ -3,7 +3,7 @@
 from scheduler_app.models.base import Base
 from scheduler_app.models.client import Client, RevokedToken
 from scheduler_app.models.control import Pause, WorkerSetting
-from scheduler_app.models.counter import Counter
+from scheduler_app.models.counter import Counter, PrunedTasks
 from scheduler_app.models.dead_letter import DeadLetter
 from scheduler_app.models.outcome import TaskOutcome
 from scheduler_app.models.schedule import Schedule, ScheduleRun
@@ -17,6 +17,7 @@ __all__ = [
     "Counter",
     "DeadLetter",
     "Pause",
+    "PrunedTasks",
     "RevokedToken",
     "Run",
     "Schedule",

@@ -13,3 +13,15 @@ class Counter(Base):
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class PrunedTasks(Base):
+    """Tasks the pruner removed, by queue, type and final state (and the retries they had)."""
+
+    __tablename__ = "pruned_tasks"
+
+    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    task: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    tasks: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    retries: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

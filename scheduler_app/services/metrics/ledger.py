@@ -4,8 +4,9 @@ The ledger is the truth every API process shares, so a series computed from it i
 whichever gunicorn process answers the scrape, and exact: ``scheduler_tasks_submitted_total``
 is the number of task rows, ``scheduler_tasks_finished_total`` the number that ended in each
 terminal state, ``scheduler_task_retries_total`` the attempts that were followed by another.
-Nothing is counted on the hot path; tasks are never deleted (only dead letters have a
-retention), so these counts only rise.
+Nothing is counted on the hot path. The pruner adds the tasks it deletes to ``pruned_tasks`` in
+the statement that deletes them, and the counters are the ledger's rows plus those, so they only
+rise.
 
 Each source of rows is one :class:`LedgerQuery` in :data:`LEDGER_QUERIES`; the collector joins
 them with ``UNION ALL`` into the one statement a scrape runs. A new source (the stored queue
@@ -27,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler_app.services.retention.pruner import COUNTER_PREFIX, TABLES
 from scheduler_app.states import TERMINAL, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,23 @@ LEDGER_QUERIES: list[LedgerQuery] = [
         "waiting",
         "SELECT queue, NULL, NULL, count(*), extract(epoch FROM clock_timestamp() - min(run_at))"
         f" FROM tasks WHERE {_WAITING} GROUP BY 1",
+    ),
+    # Tasks the pruner removed (services/retention/pruner.py), so the counters keep rising.
+    LedgerQuery("pruned", "SELECT queue, task, status, tasks, retries FROM pruned_tasks"),
+    # Rows the pruner removed per table, and the tables' sizes (the planner's estimate).
+    LedgerQuery(
+        "pruned_rows",
+        f"SELECT substr(key, {len(COUNTER_PREFIX) + 1}), NULL, NULL, value, NULL FROM counters"
+        f" WHERE key LIKE '{COUNTER_PREFIX}%'",
+    ),
+    LedgerQuery(
+        "ledger_rows",
+        "SELECT coalesce(p.relname, c.relname), NULL, NULL, sum(greatest(c.reltuples, 0)), NULL"
+        " FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid"
+        " LEFT JOIN pg_class p ON p.oid = i.inhparent"
+        " WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace"
+        f" AND coalesce(p.relname, c.relname) IN ({', '.join(repr(t) for t in TABLES)})"
+        " GROUP BY 1",
     ),
     LedgerQuery(
         "dead_letters",
@@ -118,7 +137,9 @@ def families(rows: Iterable[Row], queues: Iterable[str], default_concurrency: in
     known = set(queues) | {r.queue for r in by_kind["tasks"] if r.queue}
 
     submitted = CounterMetricFamily(
-        "scheduler_tasks_submitted", "Tasks created (the ledger's rows).", labels=["queue", "task"]
+        "scheduler_tasks_submitted",
+        "Tasks created (the ledger's rows and the pruned ones).",
+        labels=["queue", "task"],
     )
     finished = CounterMetricFamily(
         "scheduler_tasks_finished",
@@ -134,14 +155,19 @@ def families(rows: Iterable[Row], queues: Iterable[str], default_concurrency: in
     per_type: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     per_state: dict[tuple[str, str], float] = defaultdict(float)
     running: dict[str, float] = defaultdict(float)
-    for r in by_kind["tasks"]:
+    ended: dict[tuple[str, str, str], float] = defaultdict(float)
+    # The counters: tasks in the ledger plus those the pruner removed.
+    for r in by_kind["tasks"] + by_kind["pruned"]:
         per_type[(r.queue, r.task)][0] += r.value
         per_type[(r.queue, r.task)][1] += r.extra or 0.0
-        per_state[(r.queue, r.status)] += r.value
         if r.status in _TERMINAL:
-            finished.add_metric([r.queue, r.task, r.status], r.value)
+            ended[(r.queue, r.task, r.status)] += r.value
+    for r in by_kind["tasks"]:
+        per_state[(r.queue, r.status)] += r.value
         if r.status == TaskStatus.RUNNING:
             running[r.queue] += r.value
+    for labels, count in sorted(ended.items()):
+        finished.add_metric(list(labels), count)
     for (queue, task), (count, retried) in sorted(per_type.items()):
         submitted.add_metric([queue, task], count)
         retries.add_metric([queue, task], retried)
@@ -203,8 +229,20 @@ def families(rows: Iterable[Row], queues: Iterable[str], default_concurrency: in
         row = capacity.get(queue)
         queue_workers.add_metric([queue], row.extra or 0.0 if row else 0.0)
 
+    pruned = CounterMetricFamily(
+        "scheduler_pruned", "Rows the retention pruner removed.", labels=["table"]
+    )
+    rows_now = GaugeMetricFamily(
+        "scheduler_ledger_rows", "Rows in the ledger's tables (estimate).", labels=["table"]
+    )
+    removed = {r.queue: r.value for r in by_kind["pruned_rows"]}
+    estimate = {r.queue: r.value for r in by_kind["ledger_rows"]}
+    for table in TABLES:
+        pruned.add_metric([table], removed.get(table, 0.0))
+        rows_now.add_metric([table], estimate.get(table, 0.0))
+
     out: list[Metric] = [submitted, finished, retries, tasks, depth, oldest, paused, dead]
-    out += [workers, queue_workers, required]
+    out += [workers, queue_workers, required, pruned, rows_now]
     if by_kind["deliveries"]:
         deliveries = CounterMetricFamily(
             "scheduler_webhook_deliveries", "Webhook delivery attempts.", labels=["result"]

@@ -82,7 +82,13 @@ WITH e AS (DELETE FROM task_events_default WHERE task_id = ANY(CAST(:ids AS uuid
            RETURNING 1),
 r AS (DELETE FROM runs WHERE task_id = ANY(CAST(:ids AS uuid[])) RETURNING 1),
 d AS (DELETE FROM dead_letters WHERE task_id = ANY(CAST(:ids AS uuid[])) RETURNING 1),
-t AS (DELETE FROM tasks WHERE id = ANY(CAST(:ids AS uuid[])) RETURNING 1)
+t AS (DELETE FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
+      RETURNING queue, task, status, greatest(attempts - 1, 0) AS retries),
+p AS (INSERT INTO pruned_tasks (queue, task, status, tasks, retries)
+      SELECT queue, task, status, count(*), sum(retries) FROM t GROUP BY 1, 2, 3
+      ON CONFLICT (queue, task, status) DO UPDATE
+      SET tasks = pruned_tasks.tasks + EXCLUDED.tasks,
+          retries = pruned_tasks.retries + EXCLUDED.retries)
 SELECT (SELECT count(*) FROM t) AS tasks, (SELECT count(*) FROM e) AS task_events,
        (SELECT count(*) FROM r) AS runs, (SELECT count(*) FROM d) AS dead_letters
 """
