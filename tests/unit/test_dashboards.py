@@ -133,6 +133,18 @@ def test_keda_scaled_object_replaces_the_cpu_hpa() -> None:
     assert set(trigger["metadata"]) == {"serverAddress", "query", "threshold"}
     assert all(isinstance(v, str) for v in trigger["metadata"].values())
     assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+    # The CRD's schema, through the models generated from KEDA's CRDs: strictly, since a field
+    # the CRD lacks is lost on the round trip (the misspelt copy is the negative control).
+    from cloudcoil.models.keda.v1alpha1 import ScaledObject
+
+    def round_trip(doc: dict) -> dict:
+        model = ScaledObject.model_validate(doc)
+        return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    assert round_trip(scaled) == scaled
+    misspelt = json.loads(json.dumps(scaled))
+    misspelt["spec"]["minReplicasCount"] = misspelt["spec"].pop("minReplicaCount")
+    assert round_trip(misspelt) != misspelt, "negative control"
     # Never both: the CPU HPA on as well is refused at render time.
     both = values("default")
     both["keda"] = keda
