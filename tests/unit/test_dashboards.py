@@ -122,6 +122,8 @@ def test_keda_scaled_object_replaces_the_cpu_hpa() -> None:
         if d["kind"] == "Deployment"
         and d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
     ]
+    # KEDA owns the worker count: the Deployment leaves replicas unset (an upgrade keeps it).
+    assert "replicas" not in workers[0]["spec"]
     assert scaled["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

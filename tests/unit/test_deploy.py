@@ -411,21 +411,26 @@ def test_service_monitor_matches_prometheus_operator_crd() -> None:
         return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     docs = rendered("monitoring")
-    (monitor,) = [doc for doc in docs if doc["kind"] == "ServiceMonitor"]
-    assert monitor["kind"] == "ServiceMonitor"
-    assert round_trip(monitor) == monitor
-    misspelt = copy.deepcopy(monitor)
-    misspelt["spec"]["endpoints"][0]["intervall"] = "30s"
-    assert round_trip(misspelt) != misspelt, "negative control"
-
-    selector = monitor["spec"]["selector"]
-    assert selector["matchExpressions"][0]["values"] == ["api", "flower"]
-    for component in ["api", "flower"]:
+    monitors = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "ServiceMonitor"}
+    assert len(monitors) == 2  # the API (bearer token) and Flower (its basic auth)
+    for monitor in monitors.values():
+        assert round_trip(monitor) == monitor
+        misspelt = copy.deepcopy(monitor)
+        misspelt["spec"]["endpoints"][0]["intervall"] = "30s"
+        assert round_trip(misspelt) != misspelt, "negative control"
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        component = selector["app.kubernetes.io/component"]
         service = find(docs, "Service", component)
-        assert selector["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert selector.items() <= service["metadata"]["labels"].items()
         assert [port["name"] for port in service["spec"]["ports"]] == ["http"]
-    assert monitor["spec"]["endpoints"][0]["port"] == "http"
-    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+        if component == "flower":
+            auth = endpoint["basicAuth"]
+            assert auth["username"]["key"] == "FLOWER_USER"
+            assert auth["password"]["key"] == "FLOWER_PASSWORD"
+    assert {m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+            for m in monitors.values()} == {"api", "flower"}  # fmt: skip
 
 
 def test_service_monitor_only_when_enabled() -> None:
@@ -497,13 +502,19 @@ def test_metrics_token_reaches_the_api_and_the_service_monitor() -> None:
     api = find(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
     (token,) = [item for item in api["env"] if item["name"] == "SCHEDULER_METRICS_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
-    (monitor,) = [doc for doc in docs if doc["kind"] == "ServiceMonitor"]
+    (monitor,) = [
+        doc for doc in docs if doc["kind"] == "ServiceMonitor" and "flower" not in str(doc)
+    ]
     credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
     assert credentials == {"name": secret["metadata"]["name"], "key": "SCHEDULER_METRICS_TOKEN"}
     # Without a token, /metrics stays open and the ServiceMonitor sends nothing.
     chart_values = values("monitoring")
     del chart_values["secrets"]["metricsToken"]
-    (plain,) = [doc for doc in render(chart_values) if doc["kind"] == "ServiceMonitor"]
+    (plain,) = [
+        doc
+        for doc in render(chart_values)
+        if doc["kind"] == "ServiceMonitor" and "flower" not in doc["metadata"]["name"]
+    ]
     assert "authorization" not in plain["spec"]["endpoints"][0]
 
 
