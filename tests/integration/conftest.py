@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from tests.support import free_port
+from tests.support import Stack, free_port
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id"}
 
@@ -110,20 +110,28 @@ def live_server(app) -> Iterator[LiveServer]:
     server.stop()
 
 
-@pytest.fixture
-def undo_operator_controls(app):
-    """The fuzzer pauses queues (and workers, and scales them) of the session's app: resume
-    them all afterwards, so that later tests of this session find their queues running."""
-    yield
-    from sqlalchemy import text
+@pytest.fixture(scope="module")
+def fuzz_stack(tmp_path_factory, logdir) -> Iterator[Stack]:
+    """A platform of the fuzz test's own: the fuzzer pauses, resumes and scales whatever queues
+    and workers it finds, and must never reach those of the session's other tests."""
+    platform = Stack(tmp_path_factory.mktemp("fuzz"), logdir)
+    yield platform
+    platform.close()
 
-    ext = app.extensions["scheduler"]
-    with ext.tasks.sessions() as session:
-        paused = session.execute(text("SELECT scope, name FROM pauses")).all()
-    for row in paused:
-        if row.scope == "queue":
-            ext.controls.resume_queue(row.name)
-        else:
-            ext.controls.resume_worker(row.name)
-    with ext.tasks.sessions.begin() as session:
-        session.execute(text("DELETE FROM worker_settings"))
+
+@pytest.fixture(scope="module")
+def fuzz_server(fuzz_stack) -> Iterator[LiveServer]:
+    server = LiveServer(fuzz_stack.app).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzz_credentials(fuzz_stack) -> Callable[[str], tuple[str, str]]:
+    """Create a client of a role on the fuzz platform; return its (client_id, client_secret)."""
+
+    def make(role: str = "submitter") -> tuple[str, str]:
+        client, secret = fuzz_stack.ext.clients.create(f"fuzz-{role}-{uuid.uuid4().hex[:6]}", role)
+        return client.client_id, secret
+
+    return make

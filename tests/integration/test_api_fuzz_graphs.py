@@ -6,6 +6,6 @@ from tests.integration.fuzzing import fuzz_shard
 
 
 def test_fuzzing_the_graphs_operations_finds_no_server_error(
-    live_server, credentials, tmp_path, undo_operator_controls
+    fuzz_server, fuzz_credentials, tmp_path
 ):
-    assert fuzz_shard("graphs", live_server, credentials, tmp_path) >= 5
+    assert fuzz_shard("graphs", fuzz_server, fuzz_credentials, tmp_path) >= 5

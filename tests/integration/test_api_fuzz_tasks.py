@@ -6,6 +6,6 @@ from tests.integration.fuzzing import fuzz_shard
 
 
 def test_fuzzing_the_tasks_operations_finds_no_server_error(
-    live_server, credentials, tmp_path, undo_operator_controls
+    fuzz_server, fuzz_credentials, tmp_path
 ):
-    assert fuzz_shard("tasks", live_server, credentials, tmp_path) >= 5
+    assert fuzz_shard("tasks", fuzz_server, fuzz_credentials, tmp_path) >= 5

@@ -94,9 +94,9 @@ def test_fuzz_shards_select_every_operation_once(spec):
 
 
 def test_fuzzing_the_remaining_operations_finds_no_server_error(
-    live_server, credentials, tmp_path, undo_operator_controls
+    fuzz_server, fuzz_credentials, tmp_path
 ):
-    assert fuzz_shard("rest", live_server, credentials, tmp_path) >= 8
+    assert fuzz_shard("rest", fuzz_server, fuzz_credentials, tmp_path) >= 8
 
 
 @pytest.mark.parametrize(
