@@ -24,6 +24,7 @@ from scheduler_app.api import (
     health,
     schedules,
     tasks,
+    webhooks,
     workflows,
 )
 from scheduler_app.api.body_limit import BodyLimit, refuse_large_bodies
@@ -38,6 +39,8 @@ from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_app
 from scheduler_app.services.clients.service import ClientService
 from scheduler_app.services.dead_letters.service import DeadLetterService
+from scheduler_app.services.notifiers.deliveries import DeliveryService
+from scheduler_app.services.notifiers.endpoints import EndpointService
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.schedules.service import ScheduleService
 from scheduler_app.services.tasks.service import TaskService
@@ -62,6 +65,8 @@ class Extension:
     dispatcher: Dispatcher
     schedules: ScheduleService
     workflows: WorkflowService
+    endpoints: EndpointService
+    deliveries: DeliveryService
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
@@ -112,13 +117,16 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         dispatcher=dispatcher,
         schedules=ScheduleService(ScheduleRunner(task_service, settings)),
         workflows=WorkflowService(task_service),
+        endpoints=EndpointService(sessions, settings),
+        deliveries=DeliveryService(sessions, settings),
     )
     bind_dispatcher(dispatcher)  # workflow nodes this process releases
 
     init_jwt(app)
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [SchemaRules()]})
-    for module in (health, auth, clients, tasks, dead_letters, schedules, workflows):
+    for module in (health, auth, clients, tasks, dead_letters, schedules, workflows, webhooks):
         api.register_blueprint(module.blp)
+    api.register_blueprint(webhooks.deliveries_blp)
     document_registry(api.spec, settings, types, ["TaskCreate", "ScheduleCreate", "WorkflowNode"])
     schedules.document(api.spec, settings, types)
     docs.init_app(app)

@@ -62,3 +62,8 @@ def around(bound: int | float) -> list[int | float]:
     """The values a test of ``bound`` must try: just below, on, and just above it."""
     step = 1 if isinstance(bound, int) else bound * 1e-9 or 1e-9
     return [bound - step, bound, bound + step]
+
+
+# Notifications: webhook endpoints per client, and the length of an endpoint's description.
+WEBHOOK_ENDPOINTS_MAX = 20
+WEBHOOK_DESCRIPTION_MAX = 500

@@ -27,6 +27,15 @@ class PermanentError(Exception):
     """Raised by task code for a failure that retrying cannot fix; the task fails at once."""
 
 
+class RetryLaterError(Exception):
+    """Raised by task code to be retried after ``delay`` seconds (e.g. what a Retry-After
+    header asked) instead of its backoff; the task's retry bound still applies."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = max(0.0, float(delay))
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What a running task may know about itself."""

@@ -4,6 +4,7 @@ from scheduler_app.models.base import Base
 from scheduler_app.models.client import Client, RevokedToken
 from scheduler_app.models.counter import Counter
 from scheduler_app.models.dead_letter import DeadLetter
+from scheduler_app.models.notification import Delivery, SigningKey, WebhookEndpoint
 from scheduler_app.models.outcome import TaskOutcome
 from scheduler_app.models.schedule import Schedule, ScheduleRun
 from scheduler_app.models.task import Run, Task, TaskEvent
@@ -15,13 +16,16 @@ __all__ = [
     "Client",
     "Counter",
     "DeadLetter",
+    "Delivery",
     "RevokedToken",
     "Run",
     "Schedule",
     "ScheduleRun",
+    "SigningKey",
     "Task",
     "TaskEvent",
     "TaskOutcome",
+    "WebhookEndpoint",
     "WorkerInstance",
     "Workflow",
     "WorkflowEdge",

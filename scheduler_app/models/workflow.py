@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, func, text
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler_app.models.base import Base
@@ -35,6 +36,7 @@ class Workflow(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class WorkflowNode(Base):

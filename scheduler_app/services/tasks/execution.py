@@ -29,7 +29,7 @@ from scheduler_app.services.tasks.backoff import retry_delay
 from scheduler_app.services.tasks.counters import CounterStore
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.states import CLAIMABLE, TaskStatus
-from scheduler_app.task_types import TaskContext, TaskType
+from scheduler_app.task_types import RetryLaterError, TaskContext, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,8 @@ class Executor:
         retry_in: float | None = None
         if not permanent and spec is not None and attempt <= spec.max_retries:
             retry_in = retry_delay(attempt, spec.backoff, spec.backoff_max, spec.jitter)
+            if isinstance(exc, RetryLaterError):
+                retry_in = exc.delay
         run = {
             "status": "failed",
             "finished_at": now,

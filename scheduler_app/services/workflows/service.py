@@ -79,10 +79,11 @@ class WorkflowService:
         with unit_of_work(self.sessions) as session:
             session.execute(
                 text(
-                    "INSERT INTO workflows (id, name, status, owner_id, tags, created_at) "
-                    "VALUES (:id, :name, 'running', :owner, :tags, :now)"
+                    "INSERT INTO workflows (id, name, status, owner_id, tags, created_at, notify) "
+                    "VALUES (:id, :name, 'running', :owner, :tags, :now, CAST(:notify AS jsonb))"
                 ),
                 {
+                    "notify": json.dumps(body["notify"]) if body.get("notify") else None,
                     "id": str(workflow_id),
                     "name": body["name"],
                     "owner": str(principal.id),
@@ -168,6 +169,7 @@ class WorkflowService:
                 ),
                 {"id": str(workflow_id), "now": now},
             )
+            advance.workflows_ended(session, [workflow_id])
             dispatcher = self.tasks.dispatcher
 
             def _revoke() -> None:
