@@ -34,6 +34,13 @@ EXPECTED_PATHS = {
     "/api/v1/workflows/{workflow_id}/cancel",
     "/api/v1/workflows/{workflow_id}/retry",
     "/api/v1/workflows/{workflow_id}/graph",
+    "/api/v1/workflows/{workflow_id}/deliveries",
+    "/api/v1/tasks/{task_id}/deliveries",
+    "/api/v1/deliveries/{delivery_id}/redeliver",
+    "/api/v1/webhooks",
+    "/api/v1/webhooks/{endpoint_id}",
+    "/api/v1/webhooks/default/secret",
+    "/api/v1/webhooks/default/secret/rotate",
 }
 PUBLIC = {"/healthz", "/readyz", "/api/v1/auth/token"}
 
