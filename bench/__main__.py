@@ -23,6 +23,7 @@ SCENARIOS = {
     "4": "latency",
     "5": "delay",
     "7": "peers",
+    "8": "notifications",
     "6": "memory",
 }
 

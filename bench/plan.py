@@ -36,6 +36,8 @@ class Plan:
     peer_enqueue: int
     peer_drain: int
     rq_drain: int
+    # 8. notifications: tasks with a webhook per repetition (and as many without)
+    notify_tasks: int
 
 
 FULL = Plan(
@@ -58,6 +60,7 @@ FULL = Plan(
     peer_enqueue=3000,
     peer_drain=1000,
     rq_drain=300,
+    notify_tasks=1000,
 )
 
 QUICK = Plan(
@@ -80,6 +83,7 @@ QUICK = Plan(
     peer_enqueue=100,
     peer_drain=60,
     rq_drain=20,
+    notify_tasks=40,
 )
 
 

@@ -101,6 +101,9 @@ def _summary(run: subprocess.CompletedProcess) -> str:
     return (run.stdout + run.stderr)[-12000:]
 
 
+# Above the suite's 300 s: the schemathesis run has its own bound of 600 s (_schemathesis), and
+# with the notification endpoints on a loaded 2-core machine it passed 300 s.
+@pytest.mark.timeout(660)
 def test_fuzzing_every_operation_finds_no_server_error(live_server, credentials, tmp_path):
     client_id, secret = credentials("admin")
     config = tmp_path / "schemathesis.toml"

@@ -291,7 +291,12 @@ def publish_after_commit(session: Session, accepted: Sequence[Any]) -> None:
         after_commit(session, lambda: dispatcher.publish(dispatches))
 
 
-@on_outcome("notifiers.settle", wants=f"task = '{DELIVER_TASK}'", columns=("task",))
+# A delivered delivery is closed by its own attempt: only the other ends write an outcome.
+@on_outcome(
+    "notifiers.settle",
+    wants=f"task = '{DELIVER_TASK}' AND status <> 'succeeded'",
+    columns=("task", "status"),
+)
 def settle(session: Session, outcomes: Sequence[Outcome]) -> None:
     """A delivery task that ended without delivering (cancelled, lost past its bound) fails
     its delivery. The task itself records the failures it decides (and counts them against
