@@ -72,7 +72,11 @@ def send(settings: Any, url: str, keys: list[str], msg_id: str, body: str) -> We
     }
     try:
         response = _client(settings, os.getpid()).request(
-            "POST", url, headers=headers, body=body.encode(), timeout=settings.webhook_timeout
+            "POST",
+            url,
+            headers=headers,
+            body=body.encode(),
+            timeout=min(settings.webhook_timeout, settings.http_timeout_max),
         )
     except OutboundRefusedError as exc:
         return WebhookResult("refused", None, excerpt(str(exc)))
