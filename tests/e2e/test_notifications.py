@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 NO_SCHEDULER = bool(os.environ.get("NOTIFY_RECOVERY_NEGATIVE_CONTROL"))
 BACKOFF = 0.3
+WORKER = f"notify-{uuid.uuid4().hex[:6]}"
 
 
 class Platform:
@@ -95,7 +98,9 @@ def platform(tmp_path_factory, logdir) -> Iterator[Platform]:
         public_url="http://scheduler.example",
     )
     try:
-        stack.worker("default,notifications", 2)
+        if not NO_SCHEDULER:
+            stack.scheduler()  # its sweep and reconciler: what the recovery tests rely on
+        stack.worker("default,notifications", 2, hostname=f"{WORKER}@%h")
         yield Platform(stack, receiver, smtp)
     finally:
         stack.close()
@@ -301,22 +306,31 @@ def test_a_workflow_announces_its_end_with_the_workflow_as_get_returns_it(platfo
     assert items[0]["type"] == "workflow.succeeded" and items[0]["workflow_id"] == wf["id"]
 
 
-def _recovery_scheduler(p: Platform) -> None:
-    if not NO_SCHEDULER:
-        p.stack.scheduler()
+def test_a_delivery_survives_a_redis_flushall(platform):
+    """The worker stops consuming notifications, a task ends and its delivery is published,
+    then Redis loses everything: the reconciler publishes the pending delivery task again."""
+    p, r = platform, platform.receiver
+    control = p.stack.ext.dispatcher.app.control
+    node = [f"{WORKER}@{socket.gethostname()}"]
+    assert control.cancel_consumer("notifications", destination=node, reply=True, timeout=10)
+    path = r.path()
+    task = p.submit(p.alice, task="demo.echo", notify={"webhook": r.url(path)})
+    p.wait_task(task["id"], p.alice)
+    wait_until(lambda: p.deliveries(task["id"], p.alice), 10, message="the delivery row")
+    p.stack.redis.client().flushall()
+    assert control.add_consumer("notifications", destination=node, reply=True, timeout=10)
+    [delivery] = p.wait_deliveries(task["id"], p.alice, timeout=40)
+    assert delivery["status"] == "delivered"
+    assert len(r.calls_to(path)) == 1
 
 
 def test_a_delivery_survives_its_worker_killed_mid_call(platform):
-    """The only notifications worker is SIGKILLed while the receiver holds its call; the
-    delivery stays pending in the ledger and a new worker delivers it."""
+    """The only worker is SIGKILLed while the receiver holds its call; the delivery stays
+    pending in the ledger (the attempt is declared lost) and a new worker delivers it."""
     p, r = platform, platform.receiver
-    for proc in p.stack.processes:
-        proc.stop()
-    p.stack.processes.clear()
-    _recovery_scheduler(p)
+    [victim] = [proc for proc in p.stack.processes if proc.name == "worker"]
     r.held.clear()
     path = "/hold" + r.path()
-    victim = p.stack.worker("default,notifications", 1)
     task = p.submit(p.alice, task="demo.echo", notify={"webhook": r.url(path)})
     r.wait_calls(path, 1)
     victim.signal(signal.SIGKILL)
@@ -326,23 +340,3 @@ def test_a_delivery_survives_its_worker_killed_mid_call(platform):
     [delivery] = p.wait_deliveries(task["id"], p.alice, timeout=40)
     assert delivery["status"] == "delivered"
     assert len({c.headers["webhook-id"] for c in r.calls_to(path)}) == 1
-
-
-def test_a_delivery_survives_a_redis_flushall(platform):
-    """Deliveries are published while no worker consumes notifications, then Redis loses
-    everything: the reconciler publishes the pending delivery tasks again."""
-    p, r = platform, platform.receiver
-    for proc in p.stack.processes:
-        proc.stop()
-    p.stack.processes.clear()
-    _recovery_scheduler(p)
-    p.stack.worker("default", 1)
-    path = r.path()
-    task = p.submit(p.alice, task="demo.echo", notify={"webhook": r.url(path)})
-    p.wait_task(task["id"], p.alice)
-    wait_until(lambda: p.deliveries(task["id"], p.alice), 10, message="the delivery row")
-    p.stack.redis.client().flushall()
-    p.stack.worker("notifications", 1)
-    [delivery] = p.wait_deliveries(task["id"], p.alice, timeout=40)
-    assert delivery["status"] == "delivered"
-    assert len(r.calls_to(path)) == 1
