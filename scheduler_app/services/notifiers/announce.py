@@ -20,15 +20,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from scheduler_app.models import Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.ledger.outcomes import Outcome, on_outcome
 from scheduler_app.services.ledger.unit import after_commit
 from scheduler_app.services.tasks.dispatches import dispatch_of
-from scheduler_app.services.tasks.submission import insert_tasks
+from scheduler_app.services.tasks.submission import (
+    INSERT_SQL,
+    TASK_COLUMNS,
+    Accepted,
+    NewTask,
+    _rows_json,
+)
 from scheduler_app.services.workflows import advance
 from scheduler_app.states import TaskStatus
 
@@ -77,8 +82,11 @@ def announce(session: Session, outcomes: Sequence[Outcome]) -> None:
     ended = {o.task_id: o for o in outcomes if o.status in TASK_EVENTS}
     if not ended:
         return
-    rows = session.execute(select(Task.__table__).where(Task.id.in_(list(ended)))).mappings().all()
-    endpoints = _endpoints(session, {row["owner_id"] for row in rows})
+    # The ended tasks and their owners' enabled endpoints, in one round trip.
+    rows = session.execute(_TASKS_SQL, {"ids": _ids(ended)}).mappings().all()
+    endpoints: dict[uuid.UUID, list[Any]] = {
+        row["owner_id"]: [_Endpoint.of(e) for e in row["endpoints"] or ()] for row in rows
+    }
     events = []
     for row in rows:
         outcome = ended[row["id"]]
@@ -95,6 +103,26 @@ def announce(session: Session, outcomes: Sequence[Outcome]) -> None:
             )
         )
     write(session, events, endpoints)
+
+
+_TASKS_SQL = text(
+    "SELECT t.*, (SELECT json_agg(json_build_object('id', e.id, 'url', e.url, 'events', "
+    "e.events) ORDER BY e.created_at) FROM webhook_endpoints e WHERE e.enabled AND "
+    "e.owner_id = t.owner_id) AS endpoints FROM tasks t WHERE t.id = ANY(CAST(:ids AS uuid[]))"
+)
+
+
+class _Endpoint:
+    """An enabled endpoint, as the targets need it."""
+
+    __slots__ = ("events", "id", "url")
+
+    def __init__(self, id: Any, url: str, events: list[str] | None) -> None:
+        self.id, self.url, self.events = id, url, events
+
+    @classmethod
+    def of(cls, found: Mapping[str, Any]) -> _Endpoint:
+        return cls(uuid.UUID(str(found["id"])), found["url"], found["events"])
 
 
 def workflows_ended(session: Session, workflow_ids: Sequence[uuid.UUID]) -> None:
@@ -229,6 +257,8 @@ def write(
                     "channel": channel,
                     "target": target,
                     "endpoint_id": str(endpoint_id) if endpoint_id else None,
+                    "status": "pending",
+                    "attempts": 0,
                     "webhook_id": f"msg_{delivery_id.hex}",
                     "payload": payload,
                     "delivery_task_id": str(task["id"]),
@@ -237,17 +267,28 @@ def write(
             )
     if not deliveries:
         return 0
-    session.execute(
-        text(
-            "INSERT INTO deliveries (id, owner_id, task_id, workflow_id, type, channel, target, "
-            "endpoint_id, status, attempts, webhook_id, payload, delivery_task_id, created_at) "
-            "VALUES (:id, :owner_id, :task_id, :workflow_id, :type, :channel, :target, "
-            ":endpoint_id, 'pending', 0, :webhook_id, :payload, :delivery_task_id, :created_at)"
-        ),
-        deliveries,
-    )
-    publish_after_commit(session, insert_tasks(session, tasks))
+    # The deliveries and their tasks (with the tasks' creation events) in one statement.
+    rows = [{name: row[name] for name in TASK_COLUMNS} for row in tasks]
+    payload = {"deliveries": _rows_json(deliveries), "rows": _rows_json(rows)}
+    inserted = session.connection().exec_driver_sql(_WRITE_SQL, payload).all()
+    if len(inserted) != len(tasks):
+        raise RuntimeError("delivery task ids collided with existing tasks")
+    publish_after_commit(session, [Accepted(NewTask(row), replayed=False) for row in tasks])
     return len(deliveries)
+
+
+_DELIVERY_COLUMNS = (
+    "id, owner_id, task_id, workflow_id, type, channel, target, endpoint_id, status, attempts, "
+    "webhook_id, payload, delivery_task_id, created_at"
+)
+# Delivery tasks are new ids without idempotency keys: nothing of the submission's conflict
+# handling applies, only its statement (INSERT_SQL), which the deliveries join as a CTE.
+_WRITE_SQL = (
+    "WITH delivered AS (\n"
+    f"    INSERT INTO deliveries ({_DELIVERY_COLUMNS})\n"
+    f"    SELECT {_DELIVERY_COLUMNS} FROM jsonb_populate_recordset(NULL::deliveries, "
+    "%(deliveries)s::jsonb)\n),\n" + INSERT_SQL.strip().removeprefix("WITH ")
+)
 
 
 def delivery_task_row(delivery_id: uuid.UUID, owner_id: uuid.UUID, now: datetime) -> dict:
