@@ -46,7 +46,7 @@ from scheduler_app.services.schedules.service import ScheduleService
 from scheduler_app.services.tasks.service import TaskService
 from scheduler_app.services.workflows.advance import bind_dispatcher
 from scheduler_app.services.workflows.service import WorkflowService
-from scheduler_app.task_types import TaskType, load_task_modules
+from scheduler_app.task_types import TaskType, load_task_modules, submittable
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
 
@@ -103,7 +103,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     engine = make_engine(settings, statement_timeout=settings.db_statement_timeout)
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(make_producer_app(settings))
-    types = load_task_modules(settings.task_modules)
+    # The platform's own types (notify.deliver) run on workers; the API neither lists nor takes
+    # them.
+    types = submittable(load_task_modules(settings.task_modules))
     task_service = TaskService(sessions, dispatcher, settings, types)
     broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
     app.extensions["scheduler"] = Extension(

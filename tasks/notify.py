@@ -34,8 +34,8 @@ def _internal(args: list[Any], kwargs: dict[str, Any], settings: Any = None) -> 
 @task_type(
     DELIVER_TASK,
     queue=QUEUE,
+    internal=True,
     validator=_internal,
-    kwargs_schema={"not": {}},
     permanent_errors=(PermanentError,),
     parameters={"delivery_id": "the delivery (written by the platform; not submittable)"},
 )
