@@ -106,6 +106,27 @@ def scheduler(data_dir: Path) -> None:
     process.run()
 
 
+@cli.command("webhook-receiver")
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--secret", default=None, help="whsec_… key: verify signatures (401 on a bad one)")
+def webhook_receiver(port: int, host: str, secret: str | None) -> None:
+    """Run a local webhook receiver: it verifies and shows what it receives."""
+    from scheduler_app.services.notifiers.receiver import make_server
+
+    server = make_server(host, port, secret)
+    click.echo(
+        f"webhook receiver on http://{host}:{server.server_address[1]}/ "
+        f"(JSON at /api/received; signatures {'verified' if secret else 'not checked'})"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @cli.command()
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--data-dir", default=".standalone", show_default=True, type=click.Path())

@@ -27,6 +27,7 @@ SCENARIOS = {
     "8": "workflows",
     "9": "schedules",
     "10": "scaling",
+    "12": "notifications",
     "6": "memory",
     "11": "ledger",
 }

@@ -36,7 +36,7 @@ RAW_SINK = "raw-sink"
 OURS_QUEUE = "default"
 RAW_QUEUE = "raw"
 # Where ours is configured, the scheduler's look-ahead and priority steps, per its settings.
-OURS_QUEUES = "default,high,low,sink"
+OURS_QUEUES = "default,high,low,sink,notifications"
 # The API's production server settings are scheduler_app/gunicorn_conf.py (what docker/Dockerfile,
 # docker-compose and the Helm chart run), given to the bare endpoint too. BENCH_GUNICORN adds
 # flags that override them for both sides, e.g. "--workers 2" or "--worker-class gthread
@@ -193,6 +193,9 @@ class Environment:
             SCHEDULER_SECRET_KEY=self.secret,
             SCHEDULER_JWT_SECRET=self.jwt_secret,
             SCHEDULER_QUEUES=OURS_QUEUES,
+            # 8. notifications deliver to a receiver in the bench process (loopback, which
+            # production refuses unless listed).
+            SCHEDULER_OUTBOUND_ALLOWLIST="127.0.0.1",
             PYTHONUNBUFFERED="1",
             **self.settings_env,
             **extra,
@@ -251,6 +254,7 @@ class Environment:
                 "secret_key": self.secret,
                 "jwt_secret": self.jwt_secret,
                 "queues": OURS_QUEUES,
+                "outbound_allowlist": "127.0.0.1",
             },
             environ={},
         )

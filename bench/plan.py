@@ -47,6 +47,8 @@ class Plan:
     schedule_seconds: float
     # 11. the ledger at scale (opt-in: --only 11): finished tasks generated in the ledger
     ledger_rows: int = 5_000_000
+    # 8. notifications: tasks with a webhook per repetition (and as many without)
+    notify_tasks: int
 
 
 FULL = Plan(
@@ -75,6 +77,7 @@ FULL = Plan(
     schedule_count=200,
     schedule_interval=1.0,
     schedule_seconds=60.0,
+    notify_tasks=1000,
 )
 
 QUICK = Plan(
@@ -104,6 +107,7 @@ QUICK = Plan(
     schedule_interval=1.0,
     schedule_seconds=5.0,
     ledger_rows=20_000,
+    notify_tasks=40,
 )
 
 

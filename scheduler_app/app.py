@@ -25,6 +25,7 @@ from scheduler_app.api import (
     queues,
     schedules,
     tasks,
+    webhooks,
     workers,
     workflows,
 )
@@ -40,6 +41,8 @@ from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_app
 from scheduler_app.services.clients.service import ClientService
 from scheduler_app.services.dead_letters.service import DeadLetterService
+from scheduler_app.services.notifiers.deliveries import DeliveryService
+from scheduler_app.services.notifiers.endpoints import EndpointService
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.schedules.service import ScheduleService
 from scheduler_app.services.tasks.explain import TaskExplainer
@@ -48,7 +51,7 @@ from scheduler_app.services.workers.controls import ControlService
 from scheduler_app.services.workers.overview import OperationsView
 from scheduler_app.services.workflows.advance import bind_dispatcher
 from scheduler_app.services.workflows.service import WorkflowService
-from scheduler_app.task_types import TaskType, load_task_modules
+from scheduler_app.task_types import TaskType, load_task_modules, submittable
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
 
@@ -70,6 +73,8 @@ class Extension:
     controls: ControlService
     operations: OperationsView
     explainer: TaskExplainer
+    endpoints: EndpointService
+    deliveries: DeliveryService
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
@@ -106,7 +111,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     engine = make_engine(settings, statement_timeout=settings.db_statement_timeout)
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(make_producer_app(settings))
-    types = load_task_modules(settings.task_modules)
+    # The platform's own types (notify.deliver) run on workers; the API neither lists nor takes
+    # them.
+    types = submittable(load_task_modules(settings.task_modules))
     task_service = TaskService(sessions, dispatcher, settings, types)
     operations = OperationsView(sessions, settings)
     broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
@@ -124,6 +131,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         controls=ControlService(sessions, dispatcher, settings),
         operations=operations,
         explainer=TaskExplainer(sessions, task_service, operations),
+        endpoints=EndpointService(sessions, settings),
+        deliveries=DeliveryService(sessions, settings),
     )
     bind_dispatcher(dispatcher)  # workflow nodes this process releases
 
@@ -139,8 +148,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         workflows,
         workers,
         queues,
+        webhooks,
     ):
         api.register_blueprint(module.blp)
+    api.register_blueprint(webhooks.deliveries_blp)
     document_registry(api.spec, settings, types, ["TaskCreate", "ScheduleCreate", "WorkflowNode"])
     schedules.document(api.spec, settings, types)
     docs.init_app(app)

@@ -60,8 +60,8 @@ class Settings:
     max_batch: int = 1000
     result_max_bytes: int = 65_536
     default_queue: str = "default"
-    queues: tuple[str, ...] = ("default", "high", "low")
-    task_modules: tuple[str, ...] = ("tasks.demo", "tasks.http")
+    queues: tuple[str, ...] = ("default", "high", "low", "notifications")
+    task_modules: tuple[str, ...] = ("tasks.demo", "tasks.http", "tasks.notify")
     # A task due within the look-ahead is published with an ETA; later ones wait in Postgres.
     lookahead_seconds: float = 10.0
     promoter_interval: float = 0.25
@@ -140,6 +140,31 @@ class Settings:
     # Optional archive: JSON Lines of every pruned row, one file per hour and table, written
     # and fsynced before the rows are deleted. Empty: no archive.
     archive_dir: str = ""
+    # Notifications (services/notifiers): deliveries are tasks on notification_queue. A webhook
+    # is tried webhook_max_attempts times, backing off exponentially with full jitter from
+    # webhook_backoff up to webhook_backoff_max seconds (or what Retry-After asks, within that
+    # cap), and given up webhook_retry_window seconds after its event; webhook_timeout bounds
+    # the connect and each read. An endpoint failing webhook_disable_after events in a row is
+    # disabled. A rotated signing key keeps signing beside the new one for webhook_key_overlap.
+    notification_queue: str = "notifications"
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff: float = 5.0
+    webhook_backoff_max: float = 3600.0
+    webhook_retry_window: float = 86400.0
+    webhook_disable_after: int = 20
+    webhook_key_overlap: float = 86400.0
+    # Email (notify.email, email.send): plain text over SMTP. The standalone runs a local sink
+    # when smtp_host is empty; elsewhere an empty smtp_host fails email deliveries.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "scheduler@localhost"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_timeout: float = 10.0
+    # The API's address as users reach it: notification emails link the task with it.
+    public_url: str = "http://127.0.0.1:8000"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict of all settings (secrets included; never log it whole)."""
@@ -302,6 +327,10 @@ def _validate(settings: Settings) -> None:
     if not 1 <= settings.max_batch <= limits.BATCH_MAX:
         raise ConfigError(f"max_batch must be between 1 and {limits.BATCH_MAX}")
     _validate_retention(settings)
+    if settings.webhook_max_attempts < 1 or settings.webhook_disable_after < 1:
+        raise ConfigError("webhook_max_attempts and webhook_disable_after must be at least 1")
+    if settings.webhook_timeout <= 0:
+        raise ConfigError("webhook_timeout must be above 0")
     from scheduler_app.services.outbound.policy import Allowlist  # stdlib only; no cycle
 
     try:

@@ -71,3 +71,6 @@ def around(bound: int | float) -> list[int | float]:
 
 WORKER_NAME_MAX = 255  # characters of a worker's name (its Celery hostname)
 WORKER_CONCURRENCY_MAX = 256  # pool processes (or threads) a scale request may ask for
+# Notifications: webhook endpoints per client, and the length of an endpoint's description.
+WEBHOOK_ENDPOINTS_MAX = 20
+WEBHOOK_DESCRIPTION_MAX = 500

@@ -29,6 +29,15 @@ class PermanentError(Exception):
     """Raised by task code for a failure that retrying cannot fix; the task fails at once."""
 
 
+class RetryLaterError(Exception):
+    """Raised by task code to be retried after ``delay`` seconds (e.g. what a Retry-After
+    header asked) instead of its backoff; the task's retry bound still applies."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = max(0.0, float(delay))
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What a running task may know about itself."""
@@ -64,6 +73,8 @@ class TaskType:
     param_schemas: dict[str, Any] = field(default_factory=dict)  # a schema, or settings -> schema
     # JSON Schema ANDed into the kwargs object (rules across kwargs that ``validator`` checks).
     kwargs_schema: dict[str, Any] = field(default_factory=dict)
+    # The platform's own (e.g. notify.deliver): workers run it, the API neither lists nor takes it.
+    internal: bool = False
 
     def check_call(
         self, args: list[Any], kwargs: dict[str, Any], settings: Any = None
@@ -139,6 +150,7 @@ def task_type(
     validator: Callable[[list[Any], dict[str, Any], Any], dict[str, list[str]]] | None = None,
     param_schemas: dict[str, Any] | None = None,
     kwargs_schema: dict[str, Any] | None = None,
+    internal: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the task type ``name`` (an ``area.verb`` name).
 
@@ -194,10 +206,16 @@ def task_type(
             validator=validator,
             param_schemas=dict(param_schemas or {}),
             kwargs_schema=dict(kwargs_schema or {}),
+            internal=internal,
         )
         return fn
 
     return decorate
+
+
+def submittable(types: dict[str, TaskType]) -> dict[str, TaskType]:
+    """The types a client may submit (every one but the platform's own)."""
+    return {name: t for name, t in types.items() if not t.internal}
 
 
 def load_task_modules(modules: Iterable[str]) -> dict[str, TaskType]:

@@ -340,7 +340,7 @@ def scheduler_argv() -> list[str]:
     return [sys.executable, "manage.py", "scheduler"]
 
 
-TEST_TASK_MODULES = "tasks.demo,tasks.http,tests.task_types"
+TEST_TASK_MODULES = "tasks.demo,tasks.http,tasks.notify,tests.task_types"
 
 
 class Stack:

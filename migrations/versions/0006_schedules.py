@@ -1,7 +1,7 @@
 """schedules and schedule_runs: recurring firings and their ledger of slots
 
 Revision ID: 0006
-Revises: 0004 (the lead re-chains it onto 0005 at the merge)
+Revises: 0005
 Create Date: 2026-12-01 20:40:00
 """
 

@@ -74,16 +74,21 @@ class NotifySchema(Schema):
 
     @validates("webhook")
     def _webhook_allowed(self, value, **_):
-        # The outbound URL policy of the serving app (the strict one outside an app).
-        settings = current_app.extensions["scheduler"].settings if has_app_context() else None
-        try:
-            policy_for(settings).check_url(value)
-        except (OutboundRefusedError, ValueError) as exc:
-            raise ValidationError(str(exc)) from None
-        if not HTTP_URL.fullmatch(value):
-            raise ValidationError(
-                "must be an absolute http(s) URL of a host name or an IP address, without user info"
-            )
+        check_webhook_url(value)
+
+
+def check_webhook_url(value: str) -> None:
+    """Raise ValidationError unless a webhook URL passes the serving app's outbound policy
+    (the strict one outside an app) and is an absolute http(s) URL."""
+    settings = current_app.extensions["scheduler"].settings if has_app_context() else None
+    try:
+        policy_for(settings).check_url(value)
+    except (OutboundRefusedError, ValueError) as exc:
+        raise ValidationError(str(exc)) from None
+    if not HTTP_URL.fullmatch(value):
+        raise ValidationError(
+            "must be an absolute http(s) URL of a host name or an IP address, without user info"
+        )
 
 
 class TaskCreateSchema(Schema):

@@ -6,13 +6,13 @@ import uuid
 
 from flask import Response, current_app, g, url_for
 from flask.views import MethodView
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
 from scheduler_app import limits as L
 from scheduler_app.api.blueprint import Blueprint
 from scheduler_app.api.fields import Text, UtcDateTime
 from scheduler_app.api.security import BEARER, principal, require
-from scheduler_app.api.task_schemas import TaskCreateSchema
+from scheduler_app.api.task_schemas import NotifySchema, TaskCreateSchema
 from scheduler_app.models.workflow import TRIGGER_RULES, WORKFLOW_STATUSES
 from scheduler_app.services.pagination import CURSOR_PATTERN
 from scheduler_app.states import TaskStatus
@@ -46,7 +46,7 @@ class WorkflowNodeSchema(TaskCreateSchema):
 
     class Meta:
         # A node starts when its parents allow: no delay, run_at or idempotency key of its own;
-        # workflow notifications are not built yet.
+        # notifications are the workflow's (its notify), not each node's.
         exclude = ("delay", "run_at", "idempotency_key", "notify")
         openapi: dict = {}
 
@@ -67,7 +67,12 @@ class WorkflowCreateSchema(Schema):
         validate=validate.Length(max=L.TAGS_MAX),
         load_default=list,
     )
-    notify = fields.Raw(metadata={"description": "not supported yet: refused (422)"})
+    notify = fields.Nested(
+        NotifySchema,
+        metadata={
+            "description": "announce the workflow's end (workflow.succeeded|failed|cancelled)"
+        },
+    )
     retention = fields.Float(
         validate=validate.Range(L.RETENTION_MIN, L.RETENTION_MAX),
         allow_nan=False,
@@ -76,14 +81,6 @@ class WorkflowCreateSchema(Schema):
             "(default: its final state's); a node's own retention can only lengthen it"
         },
     )
-
-    class Meta:
-        openapi = {"not": {"required": ["notify"]}}
-
-    @validates_schema
-    def _no_notify(self, data, **_):
-        if "notify" in data:
-            raise ValidationError("workflow notifications are not supported yet", "notify")
 
 
 class WorkflowNodeStateSchema(Schema):

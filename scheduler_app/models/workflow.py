@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -17,7 +18,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler_app.models.base import Base
@@ -60,6 +61,7 @@ class Workflow(Base):
     # Seconds the workflow (and its nodes) is kept once finished; None: its state's default.
     retention: Mapped[float | None] = mapped_column(Float)
     prune_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class WorkflowNode(Base):

@@ -24,6 +24,7 @@ from scheduler_app.standalone.embedded import (
     start_postgres,
     start_redis,
 )
+from scheduler_app.standalone.mail import start_mail_sink
 from scheduler_app.standalone.state import LOCK_FILE, STATE_FILE
 from scheduler_app.standalone.supervisor import ChildSpec, ShutdownRequested, Supervisor
 
@@ -97,6 +98,12 @@ def _run(
     supervisor.check_stop()
 
     env = _child_env(database_url, broker_url, keys)
+    env.setdefault("SCHEDULER_PUBLIC_URL", f"http://{HOST}:{port}")
+    mail = None
+    if not env.get("SCHEDULER_SMTP_HOST"):
+        mail = start_mail_sink(data_dir)
+        supervisor.add_cleanup("SMTP sink", mail.stop)
+        env["SCHEDULER_SMTP_HOST"], env["SCHEDULER_SMTP_PORT"] = mail.host, str(mail.port)
     code, _ = supervisor.run_once(_manage("migrate", env))
     if code != 0:
         raise StartupError(f"manage.py migrate exited with code {code}")
@@ -114,6 +121,10 @@ def _run(
         "flower_url": f"http://{HOST}:{flower_port}" if flower_port else None,
         "admin": admin,
         "database_id": database_id,
+        # The embedded SMTP sink's mails (None when smtp_host is configured).
+        "smtp": (
+            {"host": mail.host, "port": mail.port, "maildir": str(mail.maildir)} if mail else None
+        ),
     }
     _write_private(data_dir / STATE_FILE, json.dumps(info, indent=2) + "\n")
     supervisor.log(_summary(info, data_dir))
@@ -317,6 +328,16 @@ def _masked(url: str) -> str:
         return url.split("://", 1)[0] + "://..."
 
 
+def _mail_line(info: Mapping[str, Any]) -> str:
+    smtp = info.get("smtp")
+    if not smtp:
+        return "sent through the configured smtp_host"
+    return (
+        f"SMTP sink on {smtp['host']}:{smtp['port']}; read the mails in {smtp['maildir']}/new "
+        "(a Maildir)"
+    )
+
+
 def _summary(info: Mapping[str, Any], data_dir: Path) -> str:
     admin = info["admin"]
     body = json.dumps({"client_id": admin["client_id"], "client_secret": admin["client_secret"]})
@@ -330,6 +351,7 @@ def _summary(info: Mapping[str, Any], data_dir: Path) -> str:
             f"  Flower:    {flower}",
             f"  Postgres:  {_masked(info['database_url'])}",
             f"  Redis:     {_masked(info['broker_url'])}",
+            f"  Mail:      {_mail_line(info)}",
             f"  Data:      {data_dir}  (all of the above in standalone.json)",
             f"  Admin:     client_id={admin['client_id']} client_secret={admin['client_secret']}",
             "  Token:",

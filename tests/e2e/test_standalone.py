@@ -218,6 +218,22 @@ def test_standalone_runs_a_task_on_embedded_services(standalone):
         assert role in described, f"no {role!r} among standalone's processes:\n{described}"
 
 
+def test_standalone_mails_land_in_its_smtp_sink(standalone):
+    """No smtp_host configured: the standalone's embedded sink receives notify.email mails and
+    keeps them in the Maildir that standalone.json names."""
+    import mailbox
+
+    smtp = standalone.state["smtp"]
+    task_id = standalone.submit(task="demo.echo", notify={"email": "me@example.com"})
+    standalone.wait_succeeded(task_id, 60)
+    box = mailbox.Maildir(smtp["maildir"], create=False)
+    mail = standalone.wait(
+        lambda: next((m for m in box if task_id in (m["Subject"] or "")), None), 60, "the mail"
+    )
+    assert mail["To"] == "me@example.com"
+    assert f"{standalone.api}/api/v1/tasks/{task_id}" in mail.get_payload()
+
+
 def test_standalone_restarts_a_worker_that_dies(standalone):
     [worker] = [
         c

@@ -47,6 +47,13 @@ EXPECTED_PATHS = {
     "/api/v1/queues",
     "/api/v1/queues/{name}/pause",
     "/api/v1/queues/{name}/resume",
+    "/api/v1/workflows/{workflow_id}/deliveries",
+    "/api/v1/tasks/{task_id}/deliveries",
+    "/api/v1/deliveries/{delivery_id}/redeliver",
+    "/api/v1/webhooks",
+    "/api/v1/webhooks/{endpoint_id}",
+    "/api/v1/webhooks/default/secret",
+    "/api/v1/webhooks/default/secret/rotate",
 }
 PUBLIC = {"/healthz", "/readyz", "/api/v1/auth/token"}
 

@@ -228,7 +228,10 @@ on_outcome = SEAM.register
 # The platform's own consumers. Every process that ends tasks (API, worker, scheduler) must
 # know them, or its terminal moves would not record the outcome they want: load_task_modules,
 # which each of them calls, loads these too.
-PLATFORM_CONSUMERS = ("scheduler_app.services.workflows.advance",)
+PLATFORM_CONSUMERS = (
+    "scheduler_app.services.workflows.advance",
+    "scheduler_app.services.notifiers.announce",
+)
 
 
 def load_platform_consumers() -> None:

@@ -32,7 +32,7 @@ from scheduler_app.services.tasks.counters import CounterStore
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.services.workers.controls import ClaimRefusals
 from scheduler_app.states import CLAIMABLE, TaskStatus
-from scheduler_app.task_types import TaskContext, TaskType
+from scheduler_app.task_types import RetryLaterError, TaskContext, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +306,8 @@ class Executor:
                     spec.jitter,
                     strategy=spec.retry_strategy,
                 )
+            if isinstance(exc, RetryLaterError) and not out_of_time:
+                retry_in = exc.delay
         run = {
             "status": "failed",
             "finished_at": now,

@@ -23,7 +23,7 @@ import logging
 import os
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -80,6 +80,30 @@ def _text_ids(ids: Iterable[uuid.UUID]) -> list[str]:
 def bind_dispatcher(dispatcher: Dispatcher) -> None:
     """Publish the nodes this process releases with ``dispatcher`` (after their commit)."""
     _Publisher.dispatcher = dispatcher
+
+
+def bound_dispatcher() -> Dispatcher | None:
+    """This process's dispatcher (None until the process binds one)."""
+    return _Publisher.dispatcher
+
+
+# Consumers of "a workflow ended": each runs in the transaction that ends the workflows
+# (ids given), e.g. the notifiers writing its deliveries.
+WorkflowEndHook = Callable[[Session, Sequence[uuid.UUID]], None]
+_WORKFLOW_END_HOOKS: dict[str, WorkflowEndHook] = {}
+
+
+def on_workflow_end(hook: WorkflowEndHook) -> WorkflowEndHook:
+    """Register ``hook(session, workflow_ids)`` for workflows that have just ended."""
+    _WORKFLOW_END_HOOKS[f"{hook.__module__}.{hook.__qualname__}"] = hook
+    return hook
+
+
+def workflows_ended(session: Session, workflow_ids: Sequence[uuid.UUID]) -> None:
+    """Hand workflows that this transaction ended to the registered hooks."""
+    if workflow_ids:
+        for hook in _WORKFLOW_END_HOOKS.values():
+            hook(session, workflow_ids)
 
 
 @on_outcome("workflows.advance", wants="workflow_id IS NOT NULL", columns=("workflow_id",))
@@ -284,6 +308,7 @@ def settle(session: Session, workflows: Sequence[uuid.UUID]) -> None:
         ),
         {"ids": _text_ids(workflows)},
     ).all()
+    ended = []
     for workflow_id in locked:
         # One probe of a partial index (ix_tasks_workflow_open): a node's current task is its
         # only one that can be unfinished (a retry replaces finished tasks only).
@@ -313,3 +338,5 @@ def settle(session: Session, workflows: Sequence[uuid.UUID]) -> None:
             ),
             {"status": status, "id": workflow_id},
         )
+        ended.append(workflow_id)
+    workflows_ended(session, ended)

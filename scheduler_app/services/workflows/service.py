@@ -80,9 +80,11 @@ class WorkflowService:
             session.execute(
                 text(
                     "INSERT INTO workflows (id, name, status, owner_id, tags, created_at, "
-                    "retention) VALUES (:id, :name, 'running', :owner, :tags, :now, :retention)"
+                    "retention, notify) VALUES (:id, :name, 'running', :owner, :tags, :now, "
+                    ":retention, CAST(:notify AS jsonb))"
                 ),
                 {
+                    "notify": json.dumps(body["notify"]) if body.get("notify") else None,
                     "id": str(workflow_id),
                     "name": body["name"],
                     "owner": str(principal.id),
@@ -170,6 +172,7 @@ class WorkflowService:
                 ),
                 {"id": str(workflow_id), "now": now},
             )
+            advance.workflows_ended(session, [workflow_id])
             dispatcher = self.tasks.dispatcher
 
             def _revoke() -> None:
