@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook
 
 from tests.notify_support import Receiver, SmtpSink
@@ -157,6 +158,33 @@ def test_other_4xx_and_redirects_fail_at_once_without_retry(platform):
     time.sleep(BACKOFF * 3)
     assert len(r.calls_to(gone)) == 1 and len(r.calls_to(moved)) == 1
     assert r.calls_to("/elsewhere") == []
+
+
+def test_the_delivery_metrics_count_what_the_log_holds(platform):
+    """scheduler_webhook_deliveries_total{result} is read from the delivery log."""
+    p, r = platform, platform.receiver
+    ok, gone = r.script(r.path(), 200), r.script(r.path(), 404)
+    for path in (ok, gone):
+        task = p.submit(p.alice, task="demo.echo", notify={"webhook": r.url(path)})
+        p.wait_deliveries(task["id"], p.alice)
+    with p.stack.ext.tasks.sessions() as session:
+        logged = dict(
+            session.execute(
+                text(
+                    "SELECT status, count(*) FROM deliveries WHERE channel = 'webhook'"
+                    " AND status <> 'pending' GROUP BY 1"
+                )
+            ).all()
+        )
+    time.sleep(1.6)  # past the collector's cache
+    series = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in p.http.get("/metrics").get_data(as_text=True).splitlines()
+        if line.startswith("scheduler_webhook_deliveries_total")
+    }
+    assert logged["delivered"] >= 1 and logged["failed"] >= 1
+    for result in ("delivered", "failed"):
+        assert series[f'scheduler_webhook_deliveries_total{{result="{result}"}}'] == logged[result]
 
 
 def test_the_on_filter_chooses_which_outcomes_notify(platform):

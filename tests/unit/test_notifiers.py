@@ -60,3 +60,16 @@ def test_the_email_names_type_id_and_status_and_links_the_task():
     subject, body = email.render(event, "https://jobs.example/")
     assert subject == "[scheduler] demo.fail t1 failed"
     assert "https://jobs.example/api/v1/tasks/t1" in body and "DemoFailure: boom" in body
+
+
+def test_a_delivery_task_row_has_every_column_a_submission_inserts():
+    """The delivery's task goes through the submission's INSERT: a column added to tasks must
+    be given here too (a missing one failed every announcement after a merge)."""
+    import datetime
+    import uuid
+
+    from scheduler_app.services.notifiers.announce import delivery_task_row
+    from scheduler_app.services.tasks.submission import TASK_COLUMNS
+
+    row = delivery_task_row(uuid.uuid4(), uuid.uuid4(), datetime.datetime.now(datetime.UTC))
+    assert set(row) == set(TASK_COLUMNS)

@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler_app.services.retention.pruner import COUNTER_PREFIX, TABLES
+from scheduler_app.services.retention.pruner import COUNTER_PREFIX, DELIVERIES_PREFIX, TABLES
 from scheduler_app.states import TERMINAL, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,14 @@ LEDGER_QUERIES: list[LedgerQuery] = [
         " WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace"
         f" AND coalesce(p.relname, c.relname) IN ({', '.join(repr(t) for t in TABLES)})"
         " GROUP BY 1",
+    ),
+    # Webhook deliveries that ended, by result (delivered | failed), the pruned ones included.
+    LedgerQuery(
+        "deliveries",
+        "SELECT NULL, NULL, status, sum(n), NULL FROM (SELECT status, count(*) AS n"
+        " FROM deliveries WHERE status <> 'pending' AND channel = 'webhook' GROUP BY 1"
+        f" UNION ALL SELECT substr(key, {len(DELIVERIES_PREFIX) + 1}), value FROM counters"
+        f" WHERE key LIKE '{DELIVERIES_PREFIX}%') AS d GROUP BY 3",
     ),
     LedgerQuery(
         "dead_letters",

@@ -306,6 +306,10 @@ def delivery_task_row(delivery_id: uuid.UUID, owner_id: uuid.UUID, now: datetime
         "backoff": 1.0,
         "backoff_max": 3600.0,
         "jitter": True,
+        # Its retries follow the delivery's own policy (RetryLaterError): these are bounds.
+        "retry_strategy": "exponential",
+        "max_retry_duration": None,
+        "retention": None,
         "timeout": DELIVERY_TASK_TIMEOUT,
         "run_at": now,
         "expires_at": None,

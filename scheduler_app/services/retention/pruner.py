@@ -43,7 +43,15 @@ log = logging.getLogger(__name__)
 PRUNER_LOCK = 0x5C4ED0A7  # pg advisory lock: one pruner at a time
 # Counters rows (the ``counters`` table) holding how many rows the pruner removed, per table.
 COUNTER_PREFIX = "scheduler:pruned:"
-TABLES = ("tasks", "task_events", "runs", "dead_letters", "workflows")
+TABLES = ("tasks", "task_events", "runs", "dead_letters", "workflows", "deliveries")
+# Counters rows of the deliveries that ended and were pruned, per status, so that
+# scheduler_webhook_deliveries_total keeps rising (services/metrics/ledger.py).
+DELIVERIES_PREFIX = "scheduler:deliveries:"
+_PRUNED_DELIVERIES = f"""
+dc AS (INSERT INTO counters (key, value)
+       SELECT '{DELIVERIES_PREFIX}' || status, count(*) FROM dl
+       WHERE status <> 'pending' AND channel = 'webhook' GROUP BY status
+       ON CONFLICT (key) DO UPDATE SET value = counters.value + EXCLUDED.value)"""
 
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TaskStatus if s.terminal)
 _OPEN = ", ".join(f"'{s.value}'" for s in TaskStatus if not s.terminal)
@@ -65,7 +73,9 @@ _TASK_HELD = f"""
         SELECT 1 FROM schedules s WHERE s.id = t.schedule_id AND s.last_task_id = t.id))
   AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.task_id = t.id
                   AND d.failed_at > :dead_letter_cutoff)
-  AND NOT EXISTS (SELECT 1 FROM task_outcomes o WHERE o.task_id = t.id)"""
+  AND NOT EXISTS (SELECT 1 FROM task_outcomes o WHERE o.task_id = t.id)
+  AND NOT EXISTS (SELECT 1 FROM deliveries dv WHERE dv.task_id = t.id
+                  AND dv.status = 'pending')"""
 # A workflow w is held while one of its nodes is unfinished or held itself.
 _WORKFLOW_HELD = f"""
   AND NOT EXISTS (
@@ -75,13 +85,19 @@ _WORKFLOW_HELD = f"""
                  AND r.status IN ({_OPEN}))
       OR EXISTS (SELECT 1 FROM dead_letters d WHERE d.task_id = t.id
                  AND d.failed_at > :dead_letter_cutoff)
-      OR EXISTS (SELECT 1 FROM task_outcomes o WHERE o.task_id = t.id)))"""
+      OR EXISTS (SELECT 1 FROM task_outcomes o WHERE o.task_id = t.id)
+      OR EXISTS (SELECT 1 FROM deliveries dv WHERE dv.task_id = t.id
+                 AND dv.status = 'pending')))
+  AND NOT EXISTS (SELECT 1 FROM deliveries dv WHERE dv.workflow_id = w.id
+                  AND dv.task_id IS NULL AND dv.status = 'pending')"""
 
-_DELETE_TASKS = """
+_DELETE_TASKS = f"""
 WITH e AS (DELETE FROM task_events_default WHERE task_id = ANY(CAST(:ids AS uuid[]))
            RETURNING 1),
 r AS (DELETE FROM runs WHERE task_id = ANY(CAST(:ids AS uuid[])) RETURNING 1),
 d AS (DELETE FROM dead_letters WHERE task_id = ANY(CAST(:ids AS uuid[])) RETURNING 1),
+dl AS (DELETE FROM deliveries WHERE task_id = ANY(CAST(:ids AS uuid[]))
+       RETURNING status, channel),{_PRUNED_DELIVERIES},
 t AS (DELETE FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
       RETURNING queue, task, status, greatest(attempts - 1, 0) AS retries),
 p AS (INSERT INTO pruned_tasks (queue, task, status, tasks, retries)
@@ -90,7 +106,14 @@ p AS (INSERT INTO pruned_tasks (queue, task, status, tasks, retries)
       SET tasks = pruned_tasks.tasks + EXCLUDED.tasks,
           retries = pruned_tasks.retries + EXCLUDED.retries)
 SELECT (SELECT count(*) FROM t) AS tasks, (SELECT count(*) FROM e) AS task_events,
-       (SELECT count(*) FROM r) AS runs, (SELECT count(*) FROM d) AS dead_letters
+       (SELECT count(*) FROM r) AS runs, (SELECT count(*) FROM d) AS dead_letters,
+       (SELECT count(*) FROM dl) AS deliveries
+"""
+# A workflow's own deliveries (workflow.succeeded…), which name no task.
+_DELETE_WORKFLOW_DELIVERIES = f"""
+WITH dl AS (DELETE FROM deliveries WHERE workflow_id = ANY(CAST(:ids AS uuid[]))
+            AND task_id IS NULL RETURNING status, channel),{_PRUNED_DELIVERIES}
+SELECT count(*) FROM dl
 """
 
 
@@ -248,6 +271,9 @@ class Pruner:
                 if self.archive is not None:
                     self.archive.workflows(session, picked, now)
                 counts += self._delete_tasks(session, tasks, now)
+                counts["deliveries"] += session.execute(
+                    text(_DELETE_WORKFLOW_DELIVERIES), {"ids": picked}
+                ).scalar_one()
                 counts["workflows"] = session.execute(
                     text("DELETE FROM workflows WHERE id = ANY(CAST(:ids AS uuid[]))"),
                     {"ids": picked},
