@@ -481,6 +481,13 @@ def requests() -> list[tuple[str, list[Request]]]:
             "GET /api/v1/tasks/{task_id}/deliveries",
             [*status(200), *has("items")],
         ),
+        R(
+            "redeliver unknown delivery: 404",
+            "POST",
+            f"/api/v1/deliveries/{NIL}/redeliver",
+            "POST /api/v1/deliveries/{delivery_id}/redeliver",
+            problem(404),
+        ),
     ]
     dlq = [
         R(
