@@ -340,3 +340,28 @@ def test_console_script_is_declared() -> None:
     setup.read(ROOT / "setup.cfg")
     scripts = setup["options.entry_points"]["console_scripts"].strip().splitlines()
     assert "scheduler = scheduler_cli.main:main" in [line.strip() for line in scripts]
+
+
+def test_explain_workers_and_queues(live: Live) -> None:
+    """The operator commands against the live API's workers and queues endpoints."""
+    created = live.json("submit", "--file", sample("tasks/delayed.json"))
+    explained = live.json("explain", created["id"])
+    assert explained["status"] == "scheduled"
+    assert "scheduled" in [reason["code"] for reason in explained["reasons"]]
+    assert "scheduled" in live.run("explain", created["id"]).stdout
+    workers = live.json("workers", "list")["items"]
+    online = [w for w in workers if w["status"] == "online"]
+    assert online, workers
+    name = online[0]["name"]
+    assert name.split("@")[0] in live.run("workers", "list").stdout
+    assert live.json("workers", "pause", name)["status"] == "paused"
+    assert live.json("workers", "resume", name)["status"] == "online"
+    live.run("workers", "scale", name, "0", code=2)  # a usage error before any request
+    assert live.json("workers", "scale", name, "2")["concurrency_setting"] == 2
+    live.run("workers", "scale", name, "100000", code=3)  # the API's 422 (over its bound)
+    queues = {q["name"]: q for q in live.json("queues", "list")["items"]}
+    assert {"default", "high", "low"} <= set(queues)
+    assert live.json("queues", "pause", "low")["paused"] is True
+    assert live.json("queues", "resume", "low")["paused"] is False
+    live.run("queues", "pause", "no-such-queue", code=3)  # the API's 404
+    live.run("cancel", created["id"])
