@@ -45,10 +45,10 @@ class Plan:
     schedule_count: int
     schedule_interval: float
     schedule_seconds: float
+    # 12. notifications: tasks with a webhook per repetition (and as many without)
+    notify_tasks: int
     # 11. the ledger at scale (opt-in: --only 11): finished tasks generated in the ledger
     ledger_rows: int = 5_000_000
-    # 8. notifications: tasks with a webhook per repetition (and as many without)
-    notify_tasks: int
 
 
 FULL = Plan(

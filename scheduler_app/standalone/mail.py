@@ -7,6 +7,7 @@ mail client or ``python -m mailbox`` reads.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +29,25 @@ class MailSink:
         self.controller.stop()
 
 
+def _private_mailbox(maildir: Path):
+    """aiosmtpd's Maildir handler, its message files 0600 like the rest of the data dir (the
+    Maildir's directories are 0700 already; its files follow the umask)."""
+    from aiosmtpd.handlers import Mailbox
+
+    class PrivateMailbox(Mailbox):
+        def handle_message(self, message) -> None:
+            key = self.mailbox.add(message)
+            os.chmod(os.path.join(self.mail_dir, self.mailbox._lookup(key)), 0o600)
+
+    return PrivateMailbox(maildir)
+
+
 def start_mail_sink(data_dir: Path) -> MailSink:
     """Start the sink; mails go to ``<data_dir>/mail``."""
     from aiosmtpd.controller import Controller
-    from aiosmtpd.handlers import Mailbox
 
     maildir = data_dir / "mail"
     port = free_port()
-    controller = Controller(Mailbox(maildir), hostname=HOST, port=port)
+    controller = Controller(_private_mailbox(maildir), hostname=HOST, port=port)
     controller.start()
     return MailSink(HOST, port, maildir, controller)

@@ -20,16 +20,41 @@ import pytest
 import requests
 
 from tests.api_server import ApiServer
-from tests.support import wait_until
+from tests.support import Stack, wait_until
 
 TOKEN = "scrape-token-for-the-metrics-test-0123456789"
 N = 24
 
 
 @pytest.fixture(scope="module")
-def server(process_env, logdir):
+def platform(tmp_path_factory, logdir):
+    """A ledger of its own: the session's scheduler fires other tests' schedules meanwhile,
+    and a task created by anyone else during the test would count too."""
+    stack = Stack(tmp_path_factory.mktemp("metrics"), logdir)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture(scope="module")
+def make_client(platform, server):
+    """The Authorization headers of a new client of ``role``, from the platform's API."""
+
+    def make(role: str = "submitter") -> dict[str, str]:
+        client, secret = platform.ext.clients.create(f"metrics-{uuid.uuid4().hex[:6]}", role)
+        token = requests.post(
+            f"{server.url}/api/v1/auth/token",
+            json={"client_id": client.client_id, "client_secret": secret},
+            timeout=30,
+        ).json()["access_token"]
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def server(platform, logdir):
     env = {
-        **process_env,
+        **platform.env,
         "SCHEDULER_METRICS_TOKEN": TOKEN,
         "SCHEDULER_METRICS_CACHE_SECONDS": "1",
         "SCHEDULER_LOG_JSON": "true",
