@@ -101,7 +101,7 @@ def test_long_delay_leaves_nothing_in_redis_and_runs_when_its_time_comes(
         sessions, ext.dispatcher, settings, now=_ts(task["run_at"]) + timedelta(seconds=0.1)
     )
     assert released >= 1
-    done = wait_status(task["id"], submitter, timeout=20)
+    done = wait_status(task["id"], submitter, timeout=60)
     assert done["status"] == "succeeded"
     assert done["result"] == {"args": ["later"], "kwargs": {}}
 
