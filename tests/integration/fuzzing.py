@@ -17,7 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 15
 SCHEMATHESIS = [sys.executable, "-m", "schemathesis.cli", "--no-color"]
 ROTATE = "/api/v1/clients/{client_id}/rotate-secret"
 
