@@ -21,7 +21,7 @@ ROWS = {
     "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d",
     "8a", "8b", "8c", "9a", "9b", "9c", "9d", "9e", "10a", "10b", "10c", "12a", "12b", "12c", "12d",
 }  # fmt: skip
-WITHOUT_RAW = {"5c", "5d", "6b"}  # raw Celery cannot do these (see the rows' notes)
+WITHOUT_RAW = {"5c", "5d", "6b", "12a", "12b", "12c"}  # raw Celery cannot (see the rows' notes)
 COUNTS = {"9c", "9d", "9e"}  # missed/doubled slots: 0 is a value, so ours/raw may be undefined
 
 
