@@ -439,3 +439,15 @@ def assert_private_tree(top: Path, postgres: bool = True) -> None:
         if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) & 0o077:
             loose.append(f"{oct(stat.S_IMODE(path.stat().st_mode))} {path}")
     assert not loose, "open to others:\n" + "\n".join(loose)
+
+
+def metric_series(client, wait: float = 1.6) -> dict[str, float]:
+    """Every series of a Flask test client's /metrics by name and labels, read after ``wait``
+    seconds (past the ledger collector's cache, 1.5 s by default)."""
+    time.sleep(wait)
+    lines = client.get("/metrics").get_data(as_text=True).splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    }

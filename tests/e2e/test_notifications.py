@@ -20,7 +20,7 @@ from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook
 
 from tests.notify_support import Receiver, SmtpSink
-from tests.support import Stack, wait_until
+from tests.support import Stack, metric_series, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -176,12 +176,7 @@ def test_the_delivery_metrics_count_what_the_log_holds(platform):
                 )
             ).all()
         )
-    time.sleep(1.6)  # past the collector's cache
-    series = {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in p.http.get("/metrics").get_data(as_text=True).splitlines()
-        if line.startswith("scheduler_webhook_deliveries_total")
-    }
+    series = metric_series(p.http)
     assert logged["delivered"] >= 1 and logged["failed"] >= 1
     for result in ("delivered", "failed"):
         assert series[f'scheduler_webhook_deliveries_total{{result="{result}"}}'] == logged[result]

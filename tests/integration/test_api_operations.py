@@ -7,7 +7,6 @@ session. Every pause a test makes is undone by the ``undo_controls`` fixture.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from sqlalchemy import delete, text
 
 from scheduler_app.models import Pause, WorkerSetting
 from scheduler_app.services.workers.registry import WorkerRegistry
+from tests.support import metric_series
 from tests.workflow_support import node
 from tests.workflow_support import submit as submit_workflow
 
@@ -213,22 +213,11 @@ def test_explain_is_owner_scoped(api, submitter, other_submitter, operator, subm
     assert explain(api, operator, task["id"])["status"] == "queued"
 
 
-def _metrics(api) -> dict[str, float]:
-    """Every series of /metrics by its name and labels, past the collector's 1.5 s cache."""
-    time.sleep(1.6)
-    lines = api.get("/metrics").get_data(as_text=True).splitlines()
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line and not line.startswith("#")
-    }
-
-
 def test_pauses_show_in_the_metrics(api, operator, registered):
-    assert _metrics(api)['scheduler_queue_paused{queue="low"}'] == 0.0
+    assert metric_series(api)['scheduler_queue_paused{queue="low"}'] == 0.0
     name = registered("low")
     api.post("/api/v1/queues/low/pause", headers=operator)
     api.post(f"/api/v1/workers/{name}/pause", headers=operator)
-    series = _metrics(api)
+    series = metric_series(api)
     assert series['scheduler_queue_paused{queue="low"}'] == 1.0
     assert series['scheduler_workers{status="paused"}'] >= 1.0

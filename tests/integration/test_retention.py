@@ -24,7 +24,7 @@ from scheduler_app.services.ledger.transitions import transition
 from scheduler_app.services.ledger.unit import unit_of_work
 from scheduler_app.services.retention import Pruner, ledger_figures
 from scheduler_app.states import TaskStatus
-from tests.support import Stack
+from tests.support import Stack, metric_series
 from tests.workflow_support import node
 from tests.workflow_support import submit as submit_workflow
 
@@ -404,30 +404,17 @@ def test_archive_is_written_and_durable_before_rows_go(stack, api, headers, tmp_
     assert sum(e["task_id"] in ids for e in events) == 3 * 3  # submitted, running, failed
 
 
-def _series(api) -> dict[str, float]:
-    """Every series of /metrics by name and labels, past the ledger collector's cache."""
-    import time
-
-    time.sleep(1.6)
-    lines = api.get("/metrics").get_data(as_text=True).splitlines()
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line and not line.startswith("#")
-    }
-
-
 def test_metrics_counters_keep_counting_what_the_pruner_removed(stack, api, headers):
     ids = [_submit(api, headers, task="demo.sum") for _ in range(3)]
     for task_id in ids:
         _finish(stack, api, headers, task_id, TaskStatus.SUCCEEDED)
     submitted = 'scheduler_tasks_submitted_total{queue="low",task="demo.sum"}'
     finished = 'scheduler_tasks_finished_total{queue="low",status="succeeded",task="demo.sum"}'
-    before = _series(api)
+    before = metric_series(api)
     assert before[submitted] >= 3 and before[finished] >= 3
     assert _prune(stack, 150)["tasks"] >= 3
     assert not any(_exists(stack, i) for i in ids)
-    after = _series(api)
+    after = metric_series(api)
     assert after[submitted] == before[submitted]
     assert after[finished] == before[finished]
     assert after['scheduler_pruned_total{table="tasks"}'] >= 3
