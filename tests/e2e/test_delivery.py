@@ -82,26 +82,42 @@ def test_short_delay_runs_on_time_and_never_early(api, submitter, worker, schedu
         assert 0 <= lateness < 0.5, lateness
 
 
-def test_long_delay_leaves_nothing_in_redis_and_runs_when_its_time_comes(
-    app, api, submitter, settings, redis_server, worker, wait_status
-):
+def test_long_delay_leaves_nothing_in_redis_and_runs_when_its_time_comes(stack):
+    """On a platform of its own: with the session's worker, after other files' tests, the
+    released task sometimes did not run within 60 s under the parallel suite (not explained;
+    see the closing note of 2026-12-02)."""
     from scheduler_app.services.tasks.promoter import promote_due
+    from tests.support import wait_until
 
+    stack.worker("default", 2)
+    api = stack.app.test_client()
+    client, secret = stack.ext.clients.create("long-delay", "submitter")
+    token = api.post(
+        "/api/v1/auth/token", json={"client_id": client.client_id, "client_secret": secret}
+    ).json["access_token"]
+    submitter = {"Authorization": f"Bearer {token}"}
     task = _submit(api, submitter, task="demo.echo", args=["later"], delay=3600)
     assert task["status"] == "scheduled"
-    assert task["id"] not in _ids_in_redis(redis_server.client())
+    assert task["id"] not in _ids_in_redis(stack.redis.client())
 
-    ext = app.extensions["scheduler"]
-    sessions = ext.tasks.sessions
+    sessions = stack.ext.tasks.sessions
     # Still an hour early: nothing is released.
-    promote_due(sessions, ext.dispatcher, settings)
+    promote_due(sessions, stack.ext.dispatcher, stack.settings)
     assert api.get(f"/api/v1/tasks/{task['id']}", headers=submitter).json["status"] == "scheduled"
     # The scheduler's clock moves an hour on: the task is released and runs.
     released = promote_due(
-        sessions, ext.dispatcher, settings, now=_ts(task["run_at"]) + timedelta(seconds=0.1)
+        sessions,
+        stack.ext.dispatcher,
+        stack.settings,
+        now=_ts(task["run_at"]) + timedelta(seconds=0.1),
     )
     assert released >= 1
-    done = wait_status(task["id"], submitter, timeout=60)
+
+    def finished():
+        body = api.get(f"/api/v1/tasks/{task['id']}", headers=submitter).json
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    done = wait_until(finished, 30, 0.05, message="the released task to finish")
     assert done["status"] == "succeeded"
     assert done["result"] == {"args": ["later"], "kwargs": {}}
 
