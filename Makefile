@@ -63,8 +63,8 @@ migrate: install ## Apply migrations (SCHEDULER_DATABASE_URL, else the running m
 api: install ## Run the API with gunicorn on $(PORT)
 	$(VENV)/bin/gunicorn -c python:scheduler_app.gunicorn_conf --bind 127.0.0.1:$(PORT) scheduler_app.wsgi:app
 
-worker: install ## Run a worker on the default, high, low and notifications queues
-	REMAP_SIGTERM=SIGQUIT $(VENV)/bin/celery -A tasks.worker worker -l INFO -Q default,high,low,notifications
+worker: install ## Run a worker on the default, high and low queues
+	REMAP_SIGTERM=SIGQUIT $(VENV)/bin/celery -A tasks.worker worker -l INFO -Q default,high,low
 
 scheduler: install ## Run the scheduler (delayed tasks, reconciler)
 	$(PY) manage.py scheduler

@@ -36,7 +36,7 @@ RAW_SINK = "raw-sink"
 OURS_QUEUE = "default"
 RAW_QUEUE = "raw"
 # Where ours is configured, the scheduler's look-ahead and priority steps, per its settings.
-OURS_QUEUES = "default,high,low,sink,notifications"
+OURS_QUEUES = "default,high,low,sink"
 # The API's production server settings are scheduler_app/gunicorn_conf.py (what docker/Dockerfile,
 # docker-compose and the Helm chart run), given to the bare endpoint too. BENCH_GUNICORN adds
 # flags that override them for both sides, e.g. "--workers 2" or "--worker-class gthread

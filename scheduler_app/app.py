@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     engine = make_engine(settings, statement_timeout=settings.db_statement_timeout)
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(make_producer_app(settings))
-    # The platform's own types (notify.deliver) run on workers; the API neither lists nor takes
+    # The platform's own types (internal=True) run on workers; the API neither lists nor takes
     # them.
     types = submittable(load_task_modules(settings.task_modules))
     task_service = TaskService(sessions, dispatcher, settings, types)

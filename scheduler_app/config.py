@@ -60,7 +60,7 @@ class Settings:
     max_batch: int = 1000
     result_max_bytes: int = 65_536
     default_queue: str = "default"
-    queues: tuple[str, ...] = ("default", "high", "low", "notifications")
+    queues: tuple[str, ...] = ("default", "high", "low")
     task_modules: tuple[str, ...] = ("tasks.demo", "tasks.http", "tasks.notify")
     # A task due within the look-ahead is published with an ETA; later ones wait in Postgres.
     lookahead_seconds: float = 10.0
@@ -140,13 +140,14 @@ class Settings:
     # Optional archive: JSON Lines of every pruned row, one file per hour and table, written
     # and fsynced before the rows are deleted. Empty: no archive.
     archive_dir: str = ""
-    # Notifications (services/notifiers): deliveries are tasks on notification_queue. A webhook
+    # Notifications (services/notifiers): every scheduler's dispatcher sends due deliveries on
+    # webhook_concurrency threads (keep-alive connections, up to as many per host). A webhook
     # is tried webhook_max_attempts times, backing off exponentially with full jitter from
     # webhook_backoff up to webhook_backoff_max seconds (or what Retry-After asks, within that
     # cap), and given up webhook_retry_window seconds after its event; webhook_timeout bounds
     # the connect and each read. An endpoint failing webhook_disable_after events in a row is
     # disabled. A rotated signing key keeps signing beside the new one for webhook_key_overlap.
-    notification_queue: str = "notifications"
+    webhook_concurrency: int = 16
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 8
     webhook_backoff: float = 5.0
@@ -329,6 +330,8 @@ def _validate(settings: Settings) -> None:
     _validate_retention(settings)
     if settings.webhook_max_attempts < 1 or settings.webhook_disable_after < 1:
         raise ConfigError("webhook_max_attempts and webhook_disable_after must be at least 1")
+    if not 1 <= settings.webhook_concurrency <= 256:
+        raise ConfigError("webhook_concurrency must be between 1 and 256")
     if settings.webhook_timeout <= 0:
         raise ConfigError("webhook_timeout must be above 0")
     from scheduler_app.services.outbound.policy import Allowlist  # stdlib only; no cycle

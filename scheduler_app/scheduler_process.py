@@ -1,6 +1,7 @@
-"""The scheduler process: releases delayed tasks, re-publishes lost ones, hands outcomes
-whose process died before it could to their consumers, and prunes finished work past its
-retention (in a thread of its own), in one loop.
+"""The scheduler process: releases delayed tasks, re-publishes lost ones, hands outcomes to
+their consumers (the deferred ones, and those whose process died before it could), and fires
+schedules, in one loop; prunes finished work past its retention and sends notifications
+(``notifiers.dispatch``), each in a thread of its own.
 
 Not to be confused with *schedules* (recurring firings, ``services/schedules``) or the
 ``scheduled`` task state.
@@ -24,6 +25,7 @@ from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
 from scheduler_app.services.ledger.outcomes import SEAM
 from scheduler_app.services.metrics.process import serve
+from scheduler_app.services.notifiers.dispatch import Dispatcher as DeliveryDispatcher
 from scheduler_app.services.retention.partitions import Partitions
 from scheduler_app.services.retention.pruner import Pruner
 from scheduler_app.services.schedules.firing import ScheduleRunner
@@ -38,12 +40,14 @@ RECONCILER_LOCK = 0x5C4ED01E  # pg advisory lock: one reconciler scans at a time
 RETENTION_INTERVAL = 3600.0
 PRUNE_BACKLOG_PAUSE = 1.0  # between pruning passes while a backlog is left
 PARTITION_INTERVAL = 600.0  # task_events' partitions: created days ahead, so rarely is enough
+SWEEP_BATCH, SWEEP_BATCHES = 500, 8  # outcomes per transaction, transactions per sweep
 
 
 class Scheduler:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.engine = make_engine(settings, pool_size=3, max_overflow=2)
+        # The loop, retention, and the delivery dispatcher's claims and records.
+        self.engine = make_engine(settings, pool_size=4, max_overflow=2)
         self.sessions = make_session_factory(self.engine)
         self.dispatcher = Dispatcher(make_producer_app(settings))
         self.broker = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
@@ -57,6 +61,9 @@ class Scheduler:
         self.stopping = threading.Event()
         self.pruner = Pruner(self.sessions, settings, stop=self.stopping)
         self.partitions = Partitions(self.sessions, settings)
+        self.deliveries = DeliveryDispatcher(
+            self.sessions, settings, self.stopping, announce=self.announce_outcomes
+        )
 
     def promote(self) -> int:
         """Release due tasks and fail the ones that expired while waiting."""
@@ -65,8 +72,24 @@ class Scheduler:
         )
 
     def sweep_outcomes(self) -> int:
-        """Hand outcomes left behind (their process died after the commit) to their consumers."""
-        return SEAM.drain(self.sessions)
+        """Hand outcomes left behind (their process died after the commit, or the deliveries
+        thread is behind) to their consumers."""
+        return self._drain_outcomes(deferred=False)
+
+    def announce_outcomes(self) -> int:
+        """Hand the outcomes only deferred consumers want (the notifier) to them: run by the
+        deliveries thread, at its low priority."""
+        return self._drain_outcomes(deferred=True)
+
+    def _drain_outcomes(self, deferred: bool) -> int:
+        # Batch after batch while batches come full (bounded).
+        done = 0
+        for _ in range(SWEEP_BATCHES):
+            taken = SEAM.drain(self.sessions, limit=SWEEP_BATCH, deferred=deferred)
+            done += taken
+            if taken < SWEEP_BATCH:
+                break
+        return done
 
     def reconcile(self) -> int:
         """One reconciler pass, if this process holds the reconciler lock."""
@@ -115,6 +138,9 @@ class Scheduler:
         # promoter's quarter-second rhythm.
         retention = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
         retention.start()
+        # Deliveries in another: their calls wait on receivers, never on this loop.
+        deliveries = threading.Thread(target=self._delivery_loop, name="deliveries", daemon=True)
+        deliveries.start()
         log.info("scheduler started")
         while not self.stopping.is_set():
             now = time.monotonic()
@@ -127,6 +153,7 @@ class Scheduler:
                         log.exception("scheduler job failed", extra={"job": job.__name__})
             self.stopping.wait(max(0.0, min(due) - time.monotonic()))
         retention.join(timeout=self.settings.prune_budget + 5)
+        deliveries.join(timeout=2 * self.settings.webhook_timeout + 5)
         self.engine.dispose()
         log.info("scheduler stopped")
 
@@ -144,6 +171,14 @@ class Scheduler:
                 except Exception:
                     log.exception("scheduler job failed", extra={"job": job.__name__})
             self.stopping.wait(self.prune_interval())
+
+    def _delivery_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.deliveries.run()
+            except Exception:  # keep sending: a bug in one pass must not end notifications
+                log.exception("delivery dispatcher failed; restarting it")
+                self.stopping.wait(1.0)
 
     def stop(self, *_: object) -> None:
         self.stopping.set()

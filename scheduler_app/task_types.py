@@ -73,7 +73,7 @@ class TaskType:
     param_schemas: dict[str, Any] = field(default_factory=dict)  # a schema, or settings -> schema
     # JSON Schema ANDed into the kwargs object (rules across kwargs that ``validator`` checks).
     kwargs_schema: dict[str, Any] = field(default_factory=dict)
-    # The platform's own (e.g. notify.deliver): workers run it, the API neither lists nor takes it.
+    # The platform's own: workers run it, the API neither lists nor takes it.
     internal: bool = False
 
     def check_call(

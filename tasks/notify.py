@@ -1,47 +1,18 @@
-"""Notification task types: ``notify.deliver`` (the platform's deliveries) and ``email.send``."""
+"""The ``email.send`` task type (notifications themselves are sent by the schedulers'
+dispatcher: scheduler_app/services/notifiers/dispatch.py)."""
 
 from __future__ import annotations
 
-import functools
-import os
 import re
-import uuid
 from typing import Any
 
 from scheduler_app import limits
-from scheduler_app.db import make_engine, make_session_factory
 from scheduler_app.services.notifiers import email
-from scheduler_app.services.notifiers.announce import DELIVER_TASK, QUEUE
-from scheduler_app.services.notifiers.deliveries import DeliveryService
 from scheduler_app.task_types import PermanentError, TaskContext, task_type
 
 SUBJECT_MAX = 200
 BODY_MAX = 65_536
 _EMAIL = re.compile(limits.EMAIL_PATTERN)
-
-
-@functools.lru_cache(maxsize=4)
-def _deliveries(settings: Any, pid: int) -> DeliveryService:
-    # One small pool per process (a forked pool process opens its own connections).
-    engine = make_engine(settings, pool_size=1, max_overflow=2)
-    return DeliveryService(make_session_factory(engine), settings)
-
-
-def _internal(args: list[Any], kwargs: dict[str, Any], settings: Any = None) -> dict:
-    return {"task": [f"{DELIVER_TASK} is the platform's own; give a task notify instead"]}
-
-
-@task_type(
-    DELIVER_TASK,
-    queue=QUEUE,
-    internal=True,
-    validator=_internal,
-    permanent_errors=(PermanentError,),
-    parameters={"delivery_id": "the delivery (written by the platform; not submittable)"},
-)
-def deliver(delivery_id: str, *, ctx: TaskContext, **_: Any) -> dict[str, Any]:
-    """Send one attempt of a notification (a signed webhook or an email)."""
-    return _deliveries(ctx.settings, os.getpid()).attempt(uuid.UUID(delivery_id), ctx.attempt)
 
 
 def validate_email(args: list[Any], kwargs: dict[str, Any], settings: Any = None) -> dict:

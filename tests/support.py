@@ -403,8 +403,8 @@ class Stack:
         proc.wait_for_log("ready.", 60)
         return proc
 
-    def scheduler(self) -> Process:
-        proc = Process("scheduler", scheduler_argv(), self.env, self.logdir).start()
+    def scheduler(self, **env: str) -> Process:
+        proc = Process("scheduler", scheduler_argv(), {**self.env, **env}, self.logdir).start()
         self.processes.append(proc)
         proc.wait_for_log("scheduler started", 30)
         return proc

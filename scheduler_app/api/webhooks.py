@@ -96,9 +96,9 @@ class DeliverySchema(Schema):
     webhook_id = fields.String(metadata={"description": "the same on every attempt"})
     task_id = fields.UUID(allow_none=True)
     workflow_id = fields.UUID(allow_none=True)
-    delivery_task_id = fields.UUID(
+    next_attempt_at = fields.DateTime(
         allow_none=True,
-        metadata={"description": "the notify.deliver task: its runs are the attempts"},
+        metadata={"description": "while pending: not before this time (a retry's backoff)"},
     )
     created_at = fields.DateTime()
     last_attempt_at = fields.DateTime(allow_none=True)

@@ -65,7 +65,8 @@ class WebhookEndpoint(Base):
 
 
 class Delivery(Base):
-    """One event sent to one target; its attempts are the runs of ``delivery_task_id``."""
+    """One event sent to one target, and its own queue entry: the schedulers' dispatcher
+    (services/notifiers/dispatch.py) claims it when ``next_attempt_at`` comes."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -76,7 +77,7 @@ class Delivery(Base):
         CheckConstraint(
             "channel IN ({})".format(", ".join(f"'{c}'" for c in CHANNELS)), name="channel"
         ),
-        Index("ix_deliveries_pending", "created_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -96,7 +97,13 @@ class Delivery(Base):
     webhook_id: Mapped[str] = mapped_column(String(60))
     # The exact bytes sent (as text): every attempt signs and sends the same body.
     payload: Mapped[str] = mapped_column(Text)
-    delivery_task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    # When the next attempt is due (pending only); a claim pushes it past the claim's lease.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The current claim's token: only its holder records the attempt.
+    lease: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # Attempts and start of the current round (a redelivery starts a new one).
+    round_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    round_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,32 +1,42 @@
-"""Notifications through real processes: a worker delivers Standard Webhooks calls (verified
-here with the ``standardwebhooks`` library) and emails (to a real SMTP server in the test).
+"""Notifications through real processes: a worker runs the tasks, the scheduler's sweep
+announces their ends and its dispatcher sends Standard Webhooks calls (verified here with the
+``standardwebhooks`` library) and emails (to a real SMTP server in the test).
 
-Negative control: NOTIFY_RECOVERY_NEGATIVE_CONTROL=1 runs the recovery tests (worker SIGKILL,
-Redis FLUSHALL) without the scheduler process, whose sweep and reconciler are what bring a
-pending delivery back: both tests must then fail.
+Negative controls, each of which must make its test fail:
+- SCHEDULER_TEST_REMOVE=delivery_hold: a claim holds its delivery for ever, so a delivery
+  whose dispatcher was killed mid-call is never sent (the SIGKILL test);
+- SCHEDULER_TEST_REMOVE=delivery_lease: a claim takes no lease, so the delivery comes due again
+  while its call is under way (the two-dispatchers test sees calls twice);
+- NOTIFY_RECOVERY_NEGATIVE_CONTROL=1: no scheduler is started after the Redis FLUSHALL (what
+  the FLUSHALL test relies on is the ledger alone: nothing of a notification is in Redis).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
+import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook
 
+from scheduler_app.services.notifiers.dispatch import Dispatcher
 from tests.notify_support import Receiver, SmtpSink
 from tests.support import Stack, metric_series, wait_until
 
 pytestmark = pytest.mark.e2e
 
-NO_SCHEDULER = bool(os.environ.get("NOTIFY_RECOVERY_NEGATIVE_CONTROL"))
+NO_RESTART = bool(os.environ.get("NOTIFY_RECOVERY_NEGATIVE_CONTROL"))
+# The schedulers of this module run with the protection the caller removed (if any).
+CONTROL = {
+    k: v
+    for k, v in os.environ.items()
+    if k == "SCHEDULER_TEST_REMOVE" and v.startswith("delivery_")
+}
 BACKOFF = 0.3
-WORKER = f"notify-{uuid.uuid4().hex[:6]}"
 
 
 class Platform:
@@ -93,15 +103,15 @@ def platform(tmp_path_factory, logdir) -> Iterator[Platform]:
         webhook_backoff_max=3.0,
         webhook_max_attempts=3,
         webhook_disable_after=2,
-        webhook_timeout=5.0,
+        webhook_timeout=2.0,  # a claim holds a delivery 2 x 2 s + 10 s (dispatch.hold)
+        smtp_timeout=2.0,
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,
         public_url="http://scheduler.example",
     )
     try:
-        if not NO_SCHEDULER:
-            stack.scheduler()  # its sweep and reconciler: what the recovery tests rely on
-        stack.worker("default,notifications", 2, hostname=f"{WORKER}@%h")
+        stack.scheduler(**CONTROL)  # its sweep announces, its dispatcher sends
+        stack.worker("default", 2)
         yield Platform(stack, receiver, smtp)
     finally:
         stack.close()
@@ -329,29 +339,54 @@ def test_a_workflow_announces_its_end_with_the_workflow_as_get_returns_it(platfo
     assert items[0]["type"] == "workflow.succeeded" and items[0]["workflow_id"] == wf["id"]
 
 
-def test_a_delivery_survives_a_redis_flushall(platform):
-    """The worker stops consuming notifications, a task ends and its delivery is published,
-    then Redis loses everything: the reconciler publishes the pending delivery task again."""
+def test_two_dispatchers_never_send_one_delivery_twice(platform):
+    """A second dispatcher (in this process) works the table beside the scheduler's: each of
+    a batch's deliveries is claimed by one of them, and sent once."""
     p, r = platform, platform.receiver
-    control = p.stack.ext.dispatcher.app.control
-    node = [f"{WORKER}@{socket.gethostname()}"]
-    assert control.cancel_consumer("notifications", destination=node, reply=True, timeout=10)
-    path = r.path()
-    task = p.submit(p.alice, task="demo.echo", notify={"webhook": r.url(path)})
-    p.wait_task(task["id"], p.alice)
-    wait_until(lambda: p.deliveries(task["id"], p.alice), 10, message="the delivery row")
-    p.stack.redis.client().flushall()
-    assert control.add_consumer("notifications", destination=node, reply=True, timeout=10)
-    [delivery] = p.wait_deliveries(task["id"], p.alice, timeout=40)
-    assert delivery["status"] == "delivered"
-    assert len(r.calls_to(path)) == 1
+    path, count = r.path(), 60
+    stop = threading.Event()
+    second = Dispatcher(p.stack.ext.tasks.sessions, p.stack.settings, stop)
+    thread = threading.Thread(target=second.run, daemon=True)
+    thread.start()
+    try:
+        response = p.http.post(
+            "/api/v1/tasks/batch",
+            json={
+                "tasks": [
+                    {"task": "demo.echo", "args": [i], "notify": {"webhook": r.url(path)}}
+                    for i in range(count)
+                ]
+            },
+            headers=p.alice,
+        )
+        assert response.status_code == 202, response.json
+        ids = [t["id"] for t in response.json["items"]]
+        for task_id in ids:
+            p.wait_deliveries(task_id, p.alice)
+        time.sleep(1.0)  # a duplicate call would arrive within a dispatcher's pass or two
+    finally:
+        stop.set()
+        thread.join(10)
+    calls = r.calls_to(path)
+    assert len({c.headers["webhook-id"] for c in calls}) == count
+    assert len(calls) == count, "a delivery was sent more than once"
 
 
-def test_a_delivery_survives_its_worker_killed_mid_call(platform):
-    """The only worker is SIGKILLed while the receiver holds its call; the delivery stays
-    pending in the ledger (the attempt is declared lost) and a new worker delivers it."""
+def _scheduler(p: Platform):
+    [current] = [
+        proc
+        for proc in p.stack.processes
+        if proc.name == "scheduler" and proc.process.poll() is None
+    ]
+    return current
+
+
+def test_a_delivery_survives_its_dispatcher_killed_mid_call(platform):
+    """The only scheduler is SIGKILLed while the receiver holds its call: the delivery stays
+    claimed in the ledger until the claim's hold ends, then the next scheduler sends it, with
+    the same webhook-id."""
     p, r = platform, platform.receiver
-    [victim] = [proc for proc in p.stack.processes if proc.name == "worker"]
+    victim = _scheduler(p)
     r.held.clear()
     path = "/hold" + r.path()
     task = p.submit(p.alice, task="demo.echo", notify={"webhook": r.url(path)})
@@ -361,7 +396,28 @@ def test_a_delivery_survives_its_worker_killed_mid_call(platform):
     victim.signal(signal.SIGKILL)
     victim.process.wait(10)
     r.held.set()
-    p.stack.worker("default,notifications", 1)
+    [pending] = p.deliveries(task["id"], p.alice)
+    assert pending["status"] == "pending"
+    p.stack.scheduler(**CONTROL)
     [delivery] = p.wait_deliveries(task["id"], p.alice, timeout=40)
     assert delivery["status"] == "delivered"
-    assert len({c.headers["webhook-id"] for c in r.calls_to(path)}) == 1
+    calls = r.calls_to(path)
+    assert len(calls) == 2 and len({c.headers["webhook-id"] for c in calls}) == 1
+
+
+def test_a_notification_survives_a_redis_flushall(platform):
+    """Nothing of a notification is in Redis: with no scheduler running a task ends (its
+    outcome waits in the ledger), Redis loses everything, and the next scheduler announces and
+    delivers it."""
+    p, r = platform, platform.receiver
+    _scheduler(p).stop()
+    path = r.path()
+    task = p.submit(p.alice, task="demo.echo", notify={"webhook": r.url(path)})
+    p.wait_task(task["id"], p.alice)
+    assert p.deliveries(task["id"], p.alice) == []  # not announced yet: the sweep does that
+    p.stack.redis.client().flushall()
+    if not NO_RESTART:
+        p.stack.scheduler(**CONTROL)
+    [delivery] = p.wait_deliveries(task["id"], p.alice, timeout=30)
+    assert delivery["status"] == "delivered"
+    assert len(r.calls_to(path)) == 1

@@ -38,7 +38,7 @@ COMMANDS = {
     "api": ["gunicorn", "-c", "python:scheduler_app.gunicorn_conf", "--bind", "0.0.0.0:8000",
             "scheduler_app.wsgi:app"],
     "worker": ["celery", "-A", "tasks.worker", "worker", "--loglevel", "INFO",
-               "--concurrency", "4", "-Q", "default,high,low,notifications"],
+               "--concurrency", "4", "-Q", "default,high,low"],
     "scheduler": ["python", "manage.py", "scheduler"],
 }  # fmt: skip
 FLOWER_COMMAND = "python -m tasks.flower --port=5555 --basic-auth=$FLOWER_USER:$FLOWER_PASSWORD"
@@ -575,12 +575,6 @@ def test_network_policies_admit_only_the_served_ports(example: str) -> None:
             if doc["kind"] in {"Deployment", "Job"}
         ]
         assert any(labels.items() <= pod.items() for pod in components), policy["metadata"]
-
-
-def test_workers_consume_the_notifications_queue() -> None:
-    worker = find(rendered("default"), "Deployment", "worker")
-    command = worker["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "notifications" in command[command.index("-Q") + 1].split(",")
 
 
 def test_chart_and_package_versions_match() -> None:

@@ -62,14 +62,72 @@ def test_the_email_names_type_id_and_status_and_links_the_task():
     assert "https://jobs.example/api/v1/tasks/t1" in body and "DemoFailure: boom" in body
 
 
-def test_a_delivery_task_row_has_every_column_a_submission_inserts():
-    """The delivery's task goes through the submission's INSERT: a column added to tasks must
-    be given here too (a missing one failed every announcement after a merge)."""
-    import datetime
+def _claimed(**overrides):
     import uuid
 
-    from scheduler_app.services.notifiers.announce import delivery_task_row
-    from scheduler_app.services.tasks.submission import TASK_COLUMNS
+    from scheduler_app.services.notifiers.dispatch import Claimed
 
-    row = delivery_task_row(uuid.uuid4(), uuid.uuid4(), datetime.datetime.now(datetime.UTC))
-    assert set(row) == set(TASK_COLUMNS)
+    fields = {
+        "id": uuid.uuid4(),
+        "lease": uuid.uuid4(),
+        "owner_id": uuid.uuid4(),
+        "channel": "webhook",
+        "target": "http://127.0.0.1:9/hook",
+        "webhook_id": "msg_1",
+        "payload": "{}",
+        "endpoint_id": None,
+        "endpoint_enabled": True,
+        "keys": ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
+        "round_attempts": 1,
+        "age": 0.0,
+    }
+    return Claimed(**{**fields, **overrides})
+
+
+def test_a_disabled_endpoint_or_a_spent_window_fails_the_delivery_without_a_call():
+    """No call is made (the target is a closed port: a call would be a retry, not these)."""
+    import uuid
+
+    from scheduler_app.config import Settings
+    from scheduler_app.services.notifiers.dispatch import attempt
+
+    settings = Settings(webhook_retry_window=60.0)
+    disabled = attempt(settings, _claimed(endpoint_id=uuid.uuid4(), endpoint_enabled=False))
+    assert (disabled.result, disabled.tried, disabled.error) == (
+        "failed",
+        0,
+        "the endpoint is disabled",
+    )
+    late = attempt(settings, _claimed(round_attempts=2, age=61.0))
+    assert (late.result, late.tried) == ("failed", 0)
+    assert "webhook_retry_window" in late.error
+
+
+def test_an_endpoints_run_of_failures_restarts_at_each_delivered_event():
+    """In the order the attempts ended: a delivered event resets the run, a retry is not an
+    event's end, and a failure without a call does not count."""
+    import uuid
+
+    from scheduler_app.services.notifiers.dispatch import Result, _streaks
+
+    a, b, lease = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def r(result, endpoint, tried=1):
+        return Result(uuid.uuid4(), lease, result, tried=tried, endpoint_id=endpoint)
+
+    counts = {
+        c["id"]: (c["reset"], c["failed"])
+        for c in _streaks(
+            [
+                r("failed", a),
+                r("delivered", a),
+                r("failed", a),
+                r("retry", a),
+                r("failed", a, tried=0),
+                r("failed", b),
+                r("failed", b),
+                r("delivered", None),
+            ]
+        )
+    }
+    assert counts == {str(a): (True, 1), str(b): (False, 2)}

@@ -9,6 +9,12 @@ consumers and deletes them in one transaction, so each consumer sees each outcom
 - right after the commit, in the process that ended the task (an after-commit hook);
 - and by the scheduler's sweep, for rows whose process died before its hook ran.
 
+A *deferred* consumer (``on_outcome(..., deferred=True)``) is left to the sweep alone: the
+process that ended the task does not hand its rows over, and the sweep takes them at once, in
+batches. The notifier is one: announcing an end is not the ending worker's business, and a
+sweep writes the deliveries of hundreds of ends in one statement where the worker would spend
+a transaction on each.
+
 A consumer says which tasks it wants with a SQL condition over the task's columns (``wants``),
 evaluated in the ending statement itself: a task nobody wants writes no row, so the worker's
 fast path stays one round trip. Consumers are registered with :func:`on_outcome` by the
@@ -68,6 +74,7 @@ class Consumer:
     wants: str
     columns: tuple[str, ...]
     handle: Handler
+    deferred: bool = False
 
 
 class OutcomeSeam:
@@ -82,12 +89,18 @@ class OutcomeSeam:
         return tuple(self._consumers.values())
 
     def register(
-        self, name: str, *, wants: str = "TRUE", columns: Sequence[str] = ()
+        self,
+        name: str,
+        *,
+        wants: str = "TRUE",
+        columns: Sequence[str] = (),
+        deferred: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Decorator: ``handle(session, outcomes)`` for every outcome of a task matching ``wants``.
 
         ``wants`` is a SQL condition over the columns named in ``columns`` of the ended task
-        (e.g. ``"workflow_id IS NOT NULL"``). Registering a name again replaces the consumer.
+        (e.g. ``"workflow_id IS NOT NULL"``). ``deferred``: only the scheduler's sweep hands
+        these over (see the module's docstring). Registering a name again replaces the consumer.
         """
         if not _NAME.match(name):
             raise OutcomeError(f"consumer name {name!r} must match {_NAME.pattern}")
@@ -96,7 +109,7 @@ class OutcomeSeam:
                 raise OutcomeError(f"column {column!r} is not a column name")
 
         def decorate(handle: Handler) -> Handler:
-            self._consumers[name] = Consumer(name, wants, tuple(columns), handle)
+            self._consumers[name] = Consumer(name, wants, tuple(columns), handle, deferred)
             self.version += 1
             return handle
 
@@ -111,26 +124,44 @@ class OutcomeSeam:
         """Columns of the ended task that the consumers' conditions read."""
         return tuple(dict.fromkeys(c for consumer in self.consumers for c in consumer.columns))
 
+    def immediate(self) -> list[str]:
+        """Names of the consumers that the ending process hands over to right after commit."""
+        return [c.name for c in self._consumers.values() if not c.deferred]
+
     def record_sql(self, to: TaskStatus) -> str | None:
-        """The CTE that records ``to`` for the rows of ``moved``; None when nobody listens."""
+        """The CTE that records ``to`` for the rows of ``moved``; None when nobody listens.
+
+        It returns the outcome's id only where an immediate consumer wants it: that id is what
+        the ending process hands over after its commit (a NULL leaves the row to the sweep).
+        """
         if not self._consumers:
             return None
         wanted = ", ".join(
             f"CASE WHEN ({c.wants}) THEN '{c.name}' END" for c in self._consumers.values()
         )
+        immediate = _array(self.immediate())
         return f"""outcome AS (
     INSERT INTO task_outcomes (task_id, status, attempt, at, consumers)
     SELECT id, '{to.value}', attempts, clock_timestamp(), wanted FROM (
         SELECT id, attempts, array_remove(ARRAY[{wanted}]::varchar[], NULL) AS wanted FROM moved
     ) AS interest
     WHERE cardinality(wanted) > 0
-    RETURNING id, task_id
+    RETURNING CASE WHEN consumers && {immediate} THEN id END AS id, task_id
 )"""
 
     def drain(
-        self, sessions: sessionmaker[Session], ids: Sequence[int] | None = None, limit: int = 500
+        self,
+        sessions: sessionmaker[Session],
+        ids: Sequence[int] | None = None,
+        limit: int = 500,
+        *,
+        deferred: bool = False,
     ) -> int:
         """Hand pending outcomes (these ``ids``, or the oldest due ones) to their consumers.
+
+        ``deferred``: only the rows that deferred consumers alone want, however fresh (the
+        notifier's thread takes those); otherwise, without ``ids``, the rows left for
+        SWEEP_AFTER seconds (their process died, or no deferred sweep took them).
 
         Rows another process is draining are skipped, not waited for. A consumer that raises
         rolls back its batch; the rows are then tried one by one so that one bad row cannot
@@ -141,11 +172,11 @@ class OutcomeSeam:
             return 0
         try:
             with unit_of_work(sessions) as session:
-                return self._consume(session, self._take(session, ids, limit))
+                return self._consume(session, self._take(session, ids, limit, deferred))
         except Exception:
             log.exception("outcome consumer failed; retrying the batch row by row")
         with sessions() as session:
-            pending = [row.id for row in self._take(session, ids, limit)]
+            pending = [row.id for row in self._take(session, ids, limit, deferred)]
             session.rollback()
         done = 0
         for row_id in pending:
@@ -157,14 +188,18 @@ class OutcomeSeam:
                 self._postpone(sessions, row_id, exc)
         return done
 
-    def _take(self, session: Session, ids: Sequence[int] | None, limit: int) -> list[Any]:
+    def _take(
+        self, session: Session, ids: Sequence[int] | None, limit: int, deferred: bool = False
+    ) -> list[Any]:
         # A sweep leaves fresh rows to the process that wrote them (it hands them over right
-        # after its commit): it takes only those left for SWEEP_AFTER seconds.
-        chosen = (
-            "id = ANY(:ids)"
-            if ids is not None
-            else f"at < clock_timestamp() - interval '{SWEEP_AFTER} seconds'"
-        )
+        # after its commit): it takes only those left for SWEEP_AFTER seconds. The deferred
+        # sweep takes at once the rows that only deferred consumers want.
+        if ids is not None:
+            chosen = "id = ANY(:ids)"
+        elif deferred:
+            chosen = f"NOT consumers && {_array(self.immediate())}"
+        else:
+            chosen = f"at < clock_timestamp() - interval '{SWEEP_AFTER} seconds'"
         return session.execute(
             text(
                 "SELECT id, task_id, status, attempt, at, consumers FROM task_outcomes "
@@ -215,6 +250,11 @@ class OutcomeSeam:
                 )
         except Exception:
             log.exception("could not postpone an outcome", extra={"outcome_id": row_id})
+
+
+def _array(names: Sequence[str]) -> str:
+    # Consumer names match _NAME (no quotes), so they can be SQL literals.
+    return "ARRAY[{}]::varchar[]".format(", ".join(f"'{n}'" for n in names))
 
 
 def _outcome(row: Any) -> Outcome:

@@ -1,19 +1,20 @@
-"""Writing deliveries where an outcome is recorded: in the transaction that ends the task.
+"""Writing deliveries where an outcome is recorded: in the transaction that consumes it.
 
-Two consumers of the outcome seam. ``notifiers.announce`` takes the end of a task that asked
-for notifications (``notify``) or whose owner has an enabled endpoint, and writes one delivery
-per target with the ``notify.deliver`` task that sends it, in the transaction that consumes
-the outcome: an event is announced if and only if the task ended, once. ``notifiers.settle``
-takes the end of those delivery tasks and closes their delivery (failed when the task gave up).
+``notifiers.announce`` is a deferred consumer of the outcome seam: the end of a task that
+asked for notifications (``notify``), or whose owner has an enabled endpoint, is handed to it
+by the scheduler's sweep, in batches, and it writes one ``deliveries`` row per target in the
+transaction that consumes the outcomes: an event is announced if and only if the task ended,
+once. The row is its own queue entry (due at once); the dispatcher (``dispatch``) sends it.
 A workflow's end reaches :func:`workflows_ended` from the transaction that ends the workflow.
 
 The condition the seam evaluates on every terminal move is cheap for a task without
-``notify``: one probe of a partial index over enabled endpoints (usually empty).
+``notify``: one probe of a partial index over enabled endpoints (usually empty). A task with
+it costs the worker one more row in its success statement, nothing after.
 """
 
 from __future__ import annotations
 
-import json
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,24 +27,12 @@ from sqlalchemy.orm import Session
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.ledger.outcomes import Outcome, on_outcome
 from scheduler_app.services.ledger.unit import after_commit
-from scheduler_app.services.tasks.dispatches import dispatch_of
-from scheduler_app.services.tasks.submission import (
-    INSERT_SQL,
-    TASK_COLUMNS,
-    Accepted,
-    NewTask,
-    _rows_json,
-)
+from scheduler_app.services.tasks.submission import _rows_json
 from scheduler_app.services.workflows import advance
 from scheduler_app.states import TaskStatus
 
-DELIVER_TASK = "notify.deliver"
-# The queue of delivery tasks (a worker consumes it like any other: see the queues setting).
-QUEUE = "notifications"
-# A delivery task's row: the delivering worker decides retries and give-up from its own
-# settings (webhook_max_attempts, webhook_retry_window), so the row only bounds them.
-MAX_ATTEMPTS_BOUND = 100
-DELIVERY_TASK_TIMEOUT = 660.0  # above the longest call webhook_timeout allows, twice
+# Set after a commit that wrote deliveries: this process's dispatcher looks at once.
+WRITTEN = threading.Event()
 TASK_EVENTS = {
     TaskStatus.SUCCEEDED: "task.succeeded",
     TaskStatus.FAILED: "task.failed",
@@ -52,11 +41,9 @@ TASK_EVENTS = {
 WORKFLOW_EVENTS = {s: f"workflow.{s}" for s in ("succeeded", "failed", "cancelled")}
 EVENT_TYPES = (*TASK_EVENTS.values(), *WORKFLOW_EVENTS.values())
 
-# Tasks of the notifier itself announce nothing (an endpoint would otherwise hear of its own
-# deliveries, forever).
 WANTS = (
-    f"task <> '{DELIVER_TASK}' AND (notify IS NOT NULL OR EXISTS (SELECT 1 FROM "
-    "webhook_endpoints e WHERE e.owner_id = moved.owner_id AND e.enabled))"
+    "notify IS NOT NULL OR EXISTS (SELECT 1 FROM webhook_endpoints e "
+    "WHERE e.owner_id = moved.owner_id AND e.enabled)"
 )
 
 
@@ -76,7 +63,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-@on_outcome("notifiers.announce", wants=WANTS, columns=("task", "notify", "owner_id"))
+@on_outcome("notifiers.announce", wants=WANTS, columns=("notify", "owner_id"), deferred=True)
 def announce(session: Session, outcomes: Sequence[Outcome]) -> None:
     """Write the deliveries of the tasks that ended succeeded, failed or cancelled."""
     ended = {o.task_id: o for o in outcomes if o.status in TASK_EVENTS}
@@ -238,15 +225,13 @@ def _targets(event: _Event, endpoints: Sequence[Any]) -> list[tuple[str, str, uu
 def write(
     session: Session, events: Sequence[_Event], endpoints: Mapping[uuid.UUID, Sequence[Any]]
 ) -> int:
-    """Insert a delivery and its delivery task per target of each event; publish after commit."""
+    """Insert a delivery per target of each event, due at once (one statement)."""
     now = utcnow()
-    deliveries, tasks = [], []
+    deliveries = []
     for event in events:
-        payload = json.dumps(event.body, separators=(",", ":"), ensure_ascii=False)
+        payload = _rows_json(event.body)
         for channel, target, endpoint_id in _targets(event, endpoints.get(event.owner_id, ())):
             delivery_id = uuid.uuid4()
-            task = delivery_task_row(delivery_id, event.owner_id, now)
-            tasks.append(task)
             deliveries.append(
                 {
                     "id": str(delivery_id),
@@ -259,100 +244,26 @@ def write(
                     "endpoint_id": str(endpoint_id) if endpoint_id else None,
                     "status": "pending",
                     "attempts": 0,
+                    "round_attempts": 0,
                     "webhook_id": f"msg_{delivery_id.hex}",
                     "payload": payload,
-                    "delivery_task_id": str(task["id"]),
                     "created_at": now,
+                    "round_at": now,
+                    "next_attempt_at": now,
                 }
             )
     if not deliveries:
         return 0
-    # The deliveries and their tasks (with the tasks' creation events) in one statement.
-    rows = [{name: row[name] for name in TASK_COLUMNS} for row in tasks]
-    payload = {"deliveries": _rows_json(deliveries), "rows": _rows_json(rows)}
-    inserted = session.connection().exec_driver_sql(_WRITE_SQL, payload).all()
-    if len(inserted) != len(tasks):
-        raise RuntimeError("delivery task ids collided with existing tasks")
-    publish_after_commit(session, [Accepted(NewTask(row), replayed=False) for row in tasks])
+    session.execute(_WRITE_SQL, {"rows": _rows_json(deliveries)})
+    after_commit(session, WRITTEN.set)
     return len(deliveries)
 
 
 _DELIVERY_COLUMNS = (
     "id, owner_id, task_id, workflow_id, type, channel, target, endpoint_id, status, attempts, "
-    "webhook_id, payload, delivery_task_id, created_at"
+    "round_attempts, webhook_id, payload, created_at, round_at, next_attempt_at"
 )
-# Delivery tasks are new ids without idempotency keys: nothing of the submission's conflict
-# handling applies, only its statement (INSERT_SQL), which the deliveries join as a CTE.
-_WRITE_SQL = (
-    "WITH delivered AS (\n"
-    f"    INSERT INTO deliveries ({_DELIVERY_COLUMNS})\n"
-    f"    SELECT {_DELIVERY_COLUMNS} FROM jsonb_populate_recordset(NULL::deliveries, "
-    "%(deliveries)s::jsonb)\n),\n" + INSERT_SQL.strip().removeprefix("WITH ")
+_WRITE_SQL = text(
+    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) SELECT {_DELIVERY_COLUMNS} "
+    "FROM jsonb_populate_recordset(NULL::deliveries, CAST(:rows AS jsonb))"
 )
-
-
-def delivery_task_row(delivery_id: uuid.UUID, owner_id: uuid.UUID, now: datetime) -> dict:
-    """The tasks row of a ``notify.deliver`` attempt series for one delivery."""
-    return {
-        "id": uuid.uuid4(),
-        "task": DELIVER_TASK,
-        "args": [],
-        "kwargs": {"delivery_id": str(delivery_id)},
-        "queue": QUEUE,
-        "priority": 5,
-        "status": TaskStatus.QUEUED.value,
-        "attempts": 0,
-        "max_retries": MAX_ATTEMPTS_BOUND - 1,
-        "backoff": 1.0,
-        "backoff_max": 3600.0,
-        "jitter": True,
-        # Its retries follow the delivery's own policy (RetryLaterError): these are bounds.
-        "retry_strategy": "exponential",
-        "max_retry_duration": None,
-        "retention": None,
-        "timeout": DELIVERY_TASK_TIMEOUT,
-        "run_at": now,
-        "expires_at": None,
-        "dispatched_at": now,
-        "created_at": now,
-        "owner_id": owner_id,
-        "idempotency_key": None,
-        "request_hash": None,
-        "notify": None,
-        "tags": ["notification"],
-        "request_id": None,
-        "workflow_id": None,
-        "node_id": None,
-        "schedule_id": None,
-        "replay_of": None,
-    }
-
-
-def publish_after_commit(session: Session, accepted: Sequence[Any]) -> None:
-    """Publish the delivery tasks once their transaction commits (unbound: the reconciler)."""
-    dispatcher = advance.bound_dispatcher()
-    dispatches = [dispatch_of(a.task) for a in accepted]
-    if dispatches and dispatcher is not None:
-        after_commit(session, lambda: dispatcher.publish(dispatches))
-
-
-# A delivered delivery is closed by its own attempt: only the other ends write an outcome.
-@on_outcome(
-    "notifiers.settle",
-    wants=f"task = '{DELIVER_TASK}' AND status <> 'succeeded'",
-    columns=("task", "status"),
-)
-def settle(session: Session, outcomes: Sequence[Outcome]) -> None:
-    """A delivery task that ended without delivering (cancelled, lost past its bound) fails
-    its delivery. The task itself records the failures it decides (and counts them against
-    its endpoint); this closes the ones it could not."""
-    gone = [o.task_id for o in outcomes if o.status is not TaskStatus.SUCCEEDED]
-    if gone:
-        session.execute(
-            text(
-                "UPDATE deliveries SET status = 'failed', last_error = coalesce(last_error, "
-                "'the delivery task ended ' || :why) WHERE delivery_task_id = ANY("
-                "CAST(:ids AS uuid[])) AND status = 'pending'"
-            ),
-            {"ids": _ids(gone), "why": "without delivering"},
-        )

@@ -62,7 +62,19 @@ def excerpt(text: str) -> str:
     return flat if len(flat) <= EXCERPT else flat[: EXCERPT - 1] + "…"
 
 
-def send(settings: Any, url: str, keys: list[str], msg_id: str, body: str) -> WebhookResult:
+def client(settings: Any, per_host: int) -> OutboundClient:
+    """A client under the settings' outbound policy keeping ``per_host`` connections alive."""
+    return OutboundClient(policy_for(settings), body_limit=BODY_KEPT, per_host=per_host)
+
+
+def send(
+    settings: Any,
+    url: str,
+    keys: list[str],
+    msg_id: str,
+    body: str,
+    outbound: OutboundClient | None = None,
+) -> WebhookResult:
     """POST ``body`` signed with ``keys``; redirects are answers, never followed."""
     now = utcnow()
     headers = {
@@ -71,7 +83,7 @@ def send(settings: Any, url: str, keys: list[str], msg_id: str, body: str) -> We
         **signing.headers(keys, msg_id, now, body),
     }
     try:
-        response = _client(settings, os.getpid()).request(
+        response = (outbound or _client(settings, os.getpid())).request(
             "POST",
             url,
             headers=headers,

@@ -210,11 +210,13 @@ def _pool_classes(policy: OutboundPolicy) -> dict[str, type]:
 class OutboundClient:
     """Makes HTTP calls under one policy; thread-safe, keeps connections alive per host."""
 
-    def __init__(self, policy: OutboundPolicy, *, body_limit: int = BODY_LIMIT) -> None:
+    def __init__(
+        self, policy: OutboundPolicy, *, body_limit: int = BODY_LIMIT, per_host: int = 4
+    ) -> None:
         self.policy = policy
         self.body_limit = body_limit
         self._pools = PoolManager(
-            num_pools=20, maxsize=4, block=False, retries=False, ca_certs=_ca_bundle()
+            num_pools=20, maxsize=per_host, block=False, retries=False, ca_certs=_ca_bundle()
         )
         self._pools.pool_classes_by_scheme = _pool_classes(policy)
 
