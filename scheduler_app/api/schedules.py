@@ -123,6 +123,21 @@ class ScheduleCreateSchema(_ScheduleFields):
 
 
 class ScheduleUpdateSchema(_ScheduleFields):
+    # null clears them: its tasks then take their task type's timeout, and the retention
+    # of their state, queue or type.
+    timeout = fields.Float(
+        allow_none=True,
+        validate=validate.Range(0, L.TIMEOUT_MAX, min_inclusive=False),
+        allow_nan=False,
+        metadata={"exclusiveMinimum": 0, "description": "seconds; null: the type's"},
+    )
+    retention = fields.Float(
+        allow_none=True,
+        validate=validate.Range(L.RETENTION_MIN, L.RETENTION_MAX),
+        allow_nan=False,
+        metadata={"description": "seconds each of its tasks is kept once finished; null: clear"},
+    )
+
     class Meta:
         openapi = ONE_TIMING
 

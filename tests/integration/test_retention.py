@@ -419,3 +419,25 @@ def test_metrics_counters_keep_counting_what_the_pruner_removed(stack, api, head
     assert after[finished] == before[finished]
     assert after['scheduler_pruned_total{table="tasks"}'] >= 3
     assert 'scheduler_ledger_rows{table="task_events"}' in after
+
+
+def test_a_schedule_patch_with_null_clears_its_retention_and_timeout(stack, api, headers):
+    made = api.post(
+        "/api/v1/schedules",
+        json={
+            "name": "cleared",
+            "task": "demo.echo",
+            "interval": 3600,
+            "enabled": False,
+            "retention": 50,
+            "timeout": 9,
+        },
+        headers=headers,
+    ).json
+    path = f"/api/v1/schedules/{made['id']}"
+    response = api.patch(path, json={"retention": None, "timeout": None}, headers=headers)
+    assert response.status_code == 200, response.json
+    assert (response.json["retention"], response.json["timeout"]) == (None, None)
+    fired = api.post(f"{path}/trigger", headers=headers).json["task_id"]
+    assert api.get(f"/api/v1/tasks/{fired}", headers=headers).json["retention"] is None
+    assert api.patch(path, json={"retention": -1}, headers=headers).status_code == 422
