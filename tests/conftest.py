@@ -19,6 +19,36 @@ from tests.support import (
     worker_argv,
 )
 
+# The files that take longest (a full run's --durations=0, summed per file), longest first: the
+# parallel runners (pytest-xdist, --dist loadfile) start them first, instead of ending the run
+# with one runner busy on one of them while the other has finished.
+SLOW_FIRST = (
+    "test_failures.py",
+    "test_api_fuzz_schedules.py",
+    "test_bench_smoke.py",
+    "test_api_fuzz_workflows.py",
+    "test_api_fuzz_tasks.py",
+    "test_schedules.py",
+    "test_operations.py",
+    "test_retries.py",
+    "test_hung_database.py",
+    "test_workflows.py",
+    "test_notifications.py",
+    "test_worker_edges.py",
+    "test_api_openapi.py",
+    "test_postman.py",
+    "test_standalone.py",
+    "test_outcome_seam.py",
+    "test_ledger_scale.py",
+    "test_delivery.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the slow files first (a stable sort: the order within a file is kept)."""
+    rank = {name: index for index, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def database() -> Iterator[TestDatabase]:

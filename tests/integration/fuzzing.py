@@ -26,7 +26,8 @@ ROTATE = "/api/v1/clients/{client_id}/rotate-secret"
 OWN_TOKEN = r"^/api/v1/auth/(revoke|refresh)$|^/api/v1/clients/\{client_id\}/rotate-secret$"
 SHARDS = {
     "tasks": r"^/api/v1/(tasks|dlq|deliveries)(/|$)",
-    "graphs": r"^/api/v1/(workflows|schedules)(/|$)",
+    "workflows": r"^/api/v1/workflows(/|$)",
+    "schedules": r"^/api/v1/schedules(/|$)",
 }
 # Every other operation: health, auth, clients, task types, and whatever a later domain adds.
 REST = "|".join([OWN_TOKEN, *SHARDS.values()])
@@ -118,7 +119,8 @@ def fuzz_shard(shard: str, live_server, credentials, tmp_path: Path) -> int:
         else ["--include-path-regex", SHARDS[shard]]
     )
     # SCHEMATHESIS_PATHS (a regular expression of paths) narrows a shard while working on some
-    # operations, e.g. SCHEMATHESIS_PATHS='^/api/v1/schedules' with the graphs shard.
+    # operations, e.g. SCHEMATHESIS_PATHS='^/api/v1/schedules/{schedule_id}$' with the schedules
+    # shard.
     only = os.environ.get("SCHEMATHESIS_PATHS")
     if only:
         selection += ["--include-path-regex", only]
