@@ -137,6 +137,10 @@ class Settings:
     prune_interval: float = 30.0
     prune_batch: int = 500
     prune_budget: float = 10.0
+    # VACUUM what a pass pruned (at most once a minute): "auto" when the server's autovacuum
+    # is off (without it deleted rows are never reused and the tables grow however much is
+    # pruned), "always", or "never".
+    prune_vacuum: str = "auto"
     # Optional archive: JSON Lines of every pruned row, one file per hour and table, written
     # and fsynced before the rows are deleted. Empty: no archive.
     archive_dir: str = ""
@@ -401,6 +405,8 @@ def _validate_retention(settings: Settings) -> None:
         raise ConfigError("prune_batch must be between 1 and 10000")
     if settings.prune_budget <= 0:
         raise ConfigError("prune_budget must be above 0")
+    if settings.prune_vacuum not in ("auto", "always", "never"):
+        raise ConfigError("prune_vacuum must be auto, always or never")
 
 
 __all__ = ["ConfigError", "Settings", "load_settings", "queue_retention"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,7 +25,7 @@ from scheduler_app.services.ledger.transitions import transition
 from scheduler_app.services.ledger.unit import unit_of_work
 from scheduler_app.services.retention import Pruner, ledger_figures
 from scheduler_app.states import TaskStatus
-from tests.support import Stack, metric_series
+from tests.support import Stack, metric_series, wait_until
 from tests.workflow_support import node
 from tests.workflow_support import submit as submit_workflow
 
@@ -441,3 +442,29 @@ def test_a_schedule_patch_with_null_clears_its_retention_and_timeout(stack, api,
     fired = api.post(f"{path}/trigger", headers=headers).json["task_id"]
     assert api.get(f"/api/v1/tasks/{fired}", headers=headers).json["retention"] is None
     assert api.patch(path, json={"retention": -1}, headers=headers).status_code == 422
+
+
+@pytest.mark.parametrize("mode", ["never", "always", "auto"])
+def test_a_pass_that_pruned_vacuums_as_prune_vacuum_says(stack, api, headers, mode):
+    """Without autovacuum a deleted row's space is never reused and the tables grow however
+    much is pruned: "auto" VACUUMs after a pass when the server's autovacuum is off."""
+
+    def vacuums() -> int:
+        with stack.ext.engine.connect() as conn:
+            return conn.scalar(
+                text("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'tasks'")
+            )
+
+    with stack.ext.engine.connect() as conn:
+        autovacuum = conn.scalar(text("SHOW autovacuum"))
+    expected = mode == "always" or (mode == "auto" and autovacuum == "off")
+    time.sleep(1.5)  # earlier tests' VACUUMs reach pg_stat_user_tables within a second
+    before = vacuums()
+    task_id = _submit(api, headers)
+    _finish(stack, api, headers, task_id, TaskStatus.SUCCEEDED)
+    assert _prune(stack, 150, prune_vacuum=mode)["tasks"] >= 1
+    if expected:
+        wait_until(lambda: vacuums() > before, 10, 0.2, message="a VACUUM of tasks")
+    else:
+        time.sleep(1.5)  # statistics reach pg_stat_user_tables within a second
+        assert vacuums() == before

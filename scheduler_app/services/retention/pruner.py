@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
@@ -41,6 +41,9 @@ from scheduler_app.states import TaskStatus
 log = logging.getLogger(__name__)
 
 PRUNER_LOCK = 0x5C4ED0A7  # pg advisory lock: one pruner at a time
+VACUUM_EVERY = 60.0  # seconds between the pruner's own VACUUMs (prune_vacuum)
+# The tables a pass deletes rows from and VACUUMs (task_events' rows go with their partition).
+VACUUMED = ("tasks", "runs", "dead_letters", "workflows", "workflow_nodes", "deliveries")
 # Counters rows (the ``counters`` table) holding how many rows the pruner removed, per table.
 COUNTER_PREFIX = "scheduler:pruned:"
 TABLES = ("tasks", "task_events", "runs", "dead_letters", "workflows", "deliveries")
@@ -207,6 +210,7 @@ class Pruner:
         self.batch = settings.prune_batch
         self.budget = settings.prune_budget
         self.backlog = False  # the last pass stopped on its budget with work left
+        self._vacuumed_at = 0.0
 
     def run(self, now: datetime | None = None) -> Counter[str]:
         """One pass if no other process is pruning (pg advisory lock); rows removed per table."""
@@ -216,10 +220,32 @@ class Pruner:
             if not locked:
                 return Counter()
             try:
-                return self.prune(now)
+                removed = self.prune(now)
+                if removed and not self.stop.is_set():
+                    self.vacuum(conn)
+                return removed
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PRUNER_LOCK})
                 conn.commit()
+
+    def vacuum(self, conn: Connection) -> bool:
+        """VACUUM the pruned tables, as ``prune_vacuum`` says, at most every VACUUM_EVERY
+        seconds; True if it did. With autovacuum off, deleted rows' space is never reused."""
+        mode = self.settings.prune_vacuum
+        if mode == "never" or time.monotonic() - self._vacuumed_at < VACUUM_EVERY:
+            return False
+        if mode == "auto" and conn.scalar(text("SHOW autovacuum")) == "on":
+            conn.commit()
+            return False
+        conn.commit()
+        self._vacuumed_at = time.monotonic()
+        started = time.monotonic()
+        # VACUUM cannot run in a transaction block: this connection, in autocommit from here
+        # on (the pool resets it when the connection goes back).
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED) {', '.join(VACUUMED)}")
+        log.info("vacuumed", extra={"tables": VACUUMED, "seconds": time.monotonic() - started})
+        return True
 
     def prune(self, now: datetime | None = None) -> Counter[str]:
         """Delete batches while they come back full, within the time budget; ``now`` is the
