@@ -311,13 +311,19 @@ class Environment:
 
         client, secret = ClientService(self.ledger.sessions).create("bench", "submitter")
         self.client_uuid = client.id
+        self._credentials = {"client_id": client.client_id, "client_secret": secret}
+        return self._login()
+
+    def _login(self) -> str:
         response = requests.post(
-            self.ours_url("/api/v1/auth/token"),
-            json={"client_id": client.client_id, "client_secret": secret},
-            timeout=10,
+            self.ours_url("/api/v1/auth/token"), json=self._credentials, timeout=10
         )
         response.raise_for_status()
         return response.json()["access_token"]
+
+    def renew_token(self) -> None:
+        """A fresh access token for the bench client (a run longer than its lifetime)."""
+        self.token = self._login()
 
 
 def _delete_queue(client: redis.Redis, queue: str) -> None:

@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             while time.monotonic() - began < args.minutes * 60:
                 tick = time.monotonic()
                 response = session.post(url, data=body, headers=headers, timeout=60)
+                if response.status_code == 401:  # the access token's lifetime is shorter
+                    env.renew_token()
+                    headers = {**env.auth, "Content-Type": "application/json"}
+                    response = session.post(url, data=body, headers=headers, timeout=60)
                 if response.status_code != 202:
                     raise BenchError(f"batch: {response.status_code} {response.text[:300]}")
                 if tick >= next_sample:
