@@ -20,16 +20,20 @@ from scheduler_app.services.notifiers import announce
 from scheduler_app.services.notifiers.dispatch import Dispatcher
 from tests import outbound_support as support
 from tests.outbound_support import production_settings
+from tests.support import TestDatabase
 
 outbound_controls = support.outbound_controls  # the negative controls' switch
 recorder, resolver = support.recorder, support.resolver
 
 
 @pytest.fixture(scope="module")
-def production(database, redis_server):
-    """A production-profile app, and the headers of a submitter's token on it."""
+def production(redis_server):
+    """A production-profile app on a database of its own (a scheduler on the session's would
+    dispatch its deliveries first), and the headers of a submitter's token on it."""
     from scheduler_app.app import create_app
 
+    database = TestDatabase()
+    database.create()
     app = create_app(production_settings(database_url=database.url, broker_url=redis_server.url))
     client, secret = app.extensions["scheduler"].clients.create("notify-prod", "submitter")
     token = (
@@ -39,6 +43,7 @@ def production(database, redis_server):
     )
     yield app, {"Authorization": f"Bearer {token}"}, client.id
     app.extensions["scheduler"].engine.dispose()
+    database.drop()
 
 
 @pytest.mark.parametrize(

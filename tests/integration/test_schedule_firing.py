@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,10 +17,42 @@ from scheduler_app.services.ledger.unit import unit_of_work
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.schedules.service import ScheduleService
 from scheduler_app.services.schedules.slots import jitter_of
+from tests.support import TestDatabase
 
 # Negative control of test_two_schedulers_acting_on_one_slot_create_one_task: set it to 1 and
 # the test drops the unique (schedule_id, slot) key first; the test then fails (two tasks).
 NEGATIVE_CONTROL = os.environ.get("SCHEDULES_NEGATIVE_CONTROL") == "1"
+
+
+# A database of this module's own: its clocks are days in the past, and a real scheduler on
+# the session's database (the ``scheduler`` fixture of another file in this process) would fire
+# these schedules by the wall clock between the ticks the tests make.
+@pytest.fixture(scope="module")
+def database() -> Iterator[TestDatabase]:
+    db = TestDatabase()
+    db.create()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(scope="module")
+def settings(database, redis_server):
+    from scheduler_app.config import load_settings
+
+    return load_settings(
+        {"profile": "test", "database_url": database.url, "broker_url": redis_server.url},
+        environ={},
+    )
+
+
+@pytest.fixture(scope="module")
+def app(settings):
+    from scheduler_app.app import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["scheduler"].engine.dispose()
 
 
 class Clock:
