@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import functools
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,12 +30,6 @@ class WebhookResult:
     status_code: int | None
     error: str | None
     retry_after: float | None = None
-
-
-@functools.lru_cache(maxsize=4)
-def _client(settings: Any, pid: int) -> OutboundClient:
-    # One client per process (a forked pool process opens its own connections).
-    return OutboundClient(policy_for(settings), body_limit=BODY_KEPT)
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -73,7 +65,7 @@ def send(
     keys: list[str],
     msg_id: str,
     body: str,
-    outbound: OutboundClient | None = None,
+    outbound: OutboundClient,
 ) -> WebhookResult:
     """POST ``body`` signed with ``keys``; redirects are answers, never followed."""
     now = utcnow()
@@ -83,7 +75,7 @@ def send(
         **signing.headers(keys, msg_id, now, body),
     }
     try:
-        response = (outbound or _client(settings, os.getpid())).request(
+        response = outbound.request(
             "POST",
             url,
             headers=headers,
