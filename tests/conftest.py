@@ -14,7 +14,9 @@ from tests.support import (
     RedisServer,
     Stack,
     TestDatabase,
+    app_for,
     scheduler_argv,
+    settings_for,
     wait_until,
     worker_argv,
 )
@@ -68,12 +70,7 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def settings(database, redis_server):
-    from scheduler_app.config import load_settings
-
-    return load_settings(
-        {"profile": "test", "database_url": database.url, "broker_url": redis_server.url},
-        environ={},
-    )
+    return settings_for(database.url, redis_server.url)
 
 
 @pytest.fixture(scope="session")
@@ -96,11 +93,7 @@ def logdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def app(settings):
-    from scheduler_app.app import create_app
-
-    application = create_app(settings)
-    application.config["TESTING"] = True
-    return application
+    return app_for(settings)
 
 
 @pytest.fixture

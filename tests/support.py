@@ -451,3 +451,21 @@ def metric_series(client, wait: float = 1.6) -> dict[str, float]:
         for line in lines
         if line and not line.startswith("#")
     }
+
+
+def settings_for(database_url: str, broker_url: str):
+    """The test profile's settings on these services."""
+    from scheduler_app.config import load_settings
+
+    return load_settings(
+        {"profile": "test", "database_url": database_url, "broker_url": broker_url}, environ={}
+    )
+
+
+def app_for(settings):
+    """The API app of ``settings``, in testing mode."""
+    from scheduler_app.app import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    return application

@@ -17,7 +17,7 @@ from scheduler_app.services.ledger.unit import unit_of_work
 from scheduler_app.services.schedules.firing import ScheduleRunner
 from scheduler_app.services.schedules.service import ScheduleService
 from scheduler_app.services.schedules.slots import jitter_of
-from tests.support import TestDatabase
+from tests.support import TestDatabase, app_for, settings_for
 
 # Negative control of test_two_schedulers_acting_on_one_slot_create_one_task: set it to 1 and
 # the test drops the unique (schedule_id, slot) key first; the test then fails (two tasks).
@@ -37,20 +37,12 @@ def database() -> Iterator[TestDatabase]:
 
 @pytest.fixture(scope="module")
 def settings(database, redis_server):
-    from scheduler_app.config import load_settings
-
-    return load_settings(
-        {"profile": "test", "database_url": database.url, "broker_url": redis_server.url},
-        environ={},
-    )
+    return settings_for(database.url, redis_server.url)
 
 
 @pytest.fixture(scope="module")
 def app(settings):
-    from scheduler_app.app import create_app
-
-    application = create_app(settings)
-    application.config["TESTING"] = True
+    application = app_for(settings)
     yield application
     application.extensions["scheduler"].engine.dispose()
 
