@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from celery import Celery, Task, signals
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded, WorkerLostError
 from celery.worker.request import Request
 
 from scheduler_app.config import Settings
@@ -143,9 +143,45 @@ class LedgerRequest(Request):
         if soft:
             return  # raised inside the task; the executor records it
         try:
-            self.task.runtime.executor.timed_out(uuid.UUID(self.id), self.hostname)
+            self.task.runtime.executor.timed_out(
+                uuid.UUID(self.id), self.hostname, _attempt_of(self.request_dict)
+            )
         except Exception:
             log.exception("could not record a hard timeout", extra={"task_id": self.id})
+
+    def on_failure(self, exc_info, send_failed_event=True, return_ok=False) -> None:
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if not isinstance(exc_info.exception, WorkerLostError):
+            return
+        # The pool process died: an attempt it had not claimed yet counts as lost now (one it
+        # had claimed is found by the reconciler, from the heartbeats).
+        try:
+            self.task.runtime.executor.lost(
+                uuid.UUID(self.id), self.hostname, _attempt_of(self.request_dict)
+            )
+        except Exception:
+            log.exception("could not record a lost attempt", extra={"task_id": self.id})
+
+
+def _attempt_of(request: dict) -> int | None:
+    """The attempt a message was published for (its ``ledger_attempt`` header)."""
+    attempt = request.get("ledger_attempt") or (request.get("headers") or {}).get("ledger_attempt")
+    try:
+        return int(attempt) if attempt else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _eager(request) -> bool:
+    """Whether to claim the attempt before running it: the message was published again by the
+    reconciler, or redelivered by the broker (its worker may have died running it)."""
+    headers = request.headers or {}
+    delivery = request.delivery_info or {}
+    claim = getattr(request, "ledger_claim", None) or headers.get("ledger_claim")
+    redelivered = getattr(request, "redelivered", None) or headers.get("redelivered")
+    if _LAZY_REPUBLISH:
+        return False
+    return claim == "eager" or bool(redelivered or delivery.get("redelivered"))
 
 
 class AttemptFailed(Exception):
@@ -169,6 +205,10 @@ class LedgerTask(Task):
 _REPORT_ALL_AS_SUCCESS = "flower-truth" in os.environ.get("SCHEDULER_TEST_REMOVE", "").split(",")
 
 
+# Negative control of tests/e2e/test_lazy_claim.py: re-published messages claimed lazily too.
+_LAZY_REPUBLISH = "eager_claim" in os.environ.get("SCHEDULER_TEST_REMOVE", "").split(",")
+
+
 def run_ledger_task(self: LedgerTask, task_id: str) -> str:
     """Run one attempt of the ledger task ``task_id`` (the body of every task type)."""
     request = self.request
@@ -182,6 +222,7 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
             worker,
             attempt=int(attempt) if attempt else None,
             timeout_error=(SoftTimeLimitExceeded,),
+            eager=_eager(request),
         )
         log.debug("attempt finished", extra={"result": result.status})
     if result.status in ("held", "handed_back"):

@@ -57,7 +57,11 @@ def _celery_publish(app, connection, item: Dispatch) -> None:
         eta=item.eta if item.eta and item.eta > now else None,
         soft_time_limit=item.timeout,
         time_limit=hard_limit(item.timeout),
-        headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
+        headers={
+            "request_id": item.request_id,
+            "ledger_attempt": item.attempt,
+            "ledger_claim": item.claim,
+        },
         connection=connection,
         **{k: v for k, v in (("argsrepr", item.argsrepr), ("kwargsrepr", item.kwargsrepr)) if v},
         add_to_parent=False,
@@ -124,6 +128,7 @@ def _spread(queue_of) -> list[Dispatch]:
                 # Flower's view of the args: none (Celery's default), plain, or to escape.
                 argsrepr=(None, "[1, 'x']", "['é\\\"\\n', None]")[n % 3],
                 kwargsrepr=(None, "{}", "{'k': 'v\"'}")[n % 3],
+                claim=(None, "eager")[n % 2],
             )
         )
     return items
@@ -182,6 +187,7 @@ def test_messages_equal_celery_send_task_field_by_field(
         _assert_same_message(raw, ref_raw)
         headers = json.loads(raw)["headers"]
         assert headers["ledger_attempt"] == item.attempt
+        assert headers["ledger_claim"] == item.claim
         assert headers["request_id"] == item.request_id
         assert (headers["eta"] is None) == (item.eta is None or item.eta < utcnow())
 

@@ -227,7 +227,11 @@ class Dispatcher:
             eta=item.eta if item.eta and item.eta > utcnow() else None,
             soft_time_limit=item.timeout,
             time_limit=hard_limit(item.timeout),
-            headers={"request_id": item.request_id, "ledger_attempt": item.attempt},
+            headers={
+                "request_id": item.request_id,
+                "ledger_attempt": item.attempt,
+                "ledger_claim": item.claim,
+            },
             producer=producer,
             # Celery also copies these two options into the message properties.
             **_reprs(item),

@@ -42,6 +42,7 @@ FIELDS = (
     "origin",
     "request_id",
     "ledger_attempt",
+    "ledger_claim",
     "correlation_id",
     "reply_to",
     "delivery_tag",
@@ -66,6 +67,10 @@ class Dispatch:
     # None: Celery's defaults for the body's own args ([id]) and kwargs ({}).
     argsrepr: str | None = None
     kwargsrepr: str | None = None
+    # "eager": the worker claims the attempt before running it, whatever its length (a message
+    # the reconciler publishes again: the last one may have been lost with its worker, which
+    # must count as an attempt; see services/tasks/execution.py). None: the worker decides.
+    claim: str | None = None
 
 
 def hard_limit(timeout: float | None) -> float | None:
@@ -97,7 +102,7 @@ class MessageFactory:
     The Celery arguments a dispatch stands for are those of ``Dispatcher``'s fallback path:
     args ``[id]``, task_id ``id``, the queue, ``to_broker_priority(priority)``, the ETA unless
     it is not after ``now``, soft limit ``timeout`` and hard limit ``hard_limit(timeout)``,
-    and headers ``request_id`` and ``ledger_attempt``.
+    and headers ``request_id``, ``ledger_attempt`` and ``ledger_claim``.
     """
 
     def __init__(self, layout: RedisLayout):
@@ -155,12 +160,14 @@ class MessageFactory:
                     p[9],
                     str(attempt) if type(attempt) is int else dumps(attempt),
                     p[10],
-                    tid,
+                    "null" if item.claim is None else _json_str(item.claim),
                     p[11],
-                    reply_to,
+                    tid,
                     p[12],
-                    tag,
+                    reply_to,
                     p[13],
+                    tag,
+                    p[14],
                 )
             )
             out.append((list_key, payload))
@@ -199,6 +206,7 @@ class MessageFactory:
                 # send_task's headers= argument, merged last by send_task_message
                 "request_id": mark["request_id"],
                 "ledger_attempt": mark["ledger_attempt"],
+                "ledger_claim": mark["ledger_claim"],
             },
             "properties": {
                 "correlation_id": mark["correlation_id"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import redis
@@ -191,7 +191,9 @@ class Reconciler:
                         for r in rows
                     ],
                 )
-            dispatches = [dispatch_of(row._mapping) for row in rows]
+            # Claimed before it runs: the lost message may have been running on a worker that
+            # died before its attempt was claimed, and that attempt must count.
+            dispatches = [replace(dispatch_of(row._mapping), claim="eager") for row in rows]
             after_commit(session, lambda: self._published(dispatches, why))
 
     def _published(self, dispatches: list, why: str) -> None:

@@ -50,6 +50,12 @@ class PreparedStatement:
     name: str
     types: tuple[str, ...]
     sql: str
+    # A statement sent ahead of every execution on the same round trip (its result is dropped).
+    prefix: str | None = None
+
+    def before(self, statement: str) -> PreparedStatement:
+        """This statement, with ``statement`` run first on each execution's round trip."""
+        return PreparedStatement(self.name, self.types, self.sql, statement)
 
     @cached_property
     def prepare_sql(self) -> str:
@@ -57,7 +63,8 @@ class PreparedStatement:
 
     @cached_property
     def execute_sql(self) -> str:
-        return f"EXECUTE {self.name} ({', '.join(['%s'] * len(self.types))})"
+        execute = f"EXECUTE {self.name} ({', '.join(['%s'] * len(self.types))})"
+        return f"{self.prefix}; {execute}" if self.prefix else execute
 
 
 def connect_kwargs(database_url: str) -> dict[str, Any]:

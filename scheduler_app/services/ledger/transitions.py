@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,13 @@ class Move:
     run: tuple[tuple[str, str], ...] | None = None
     run_rows: str = "runs.task_id = moved.id AND runs.attempt = moved.attempts"
     traceback: str = "NULL"
+    # When the event happened (the claim of an attempt that started earlier says when it did).
+    event_at: str = "clock_timestamp()"
+    # A move that passes through this state on the way, in the same statement (an attempt claimed
+    # and finished at once): guarded by this state's sources, recorded with an event of its own
+    # at ``via_at``, and its run inserted already closed.
+    via: TaskStatus | None = None
+    via_at: str = "clock_timestamp()"
 
     def sql(self, seam: OutcomeSeam = SEAM) -> str:
         """The statement: returns ``id, attempts, *returning`` and, if terminal, ``outcome_id``."""
@@ -79,15 +87,12 @@ class Move:
             returned += seam.columns()
         sets = ", ".join([f"status = '{to.value}'", *(f"{c} = {e}" for c, e in self._sets())])
         # "(...) IS TRUE": a prepared plan may not turn the guard into a scan of the status index
-        guard = f"(status IN ({_sources(to, self.only_from)})) IS TRUE"
+        guard = f"(status IN ({_sources(self.via or to, self.only_from)})) IS TRUE"
         where = " AND ".join([self.rows, guard, *self.guards])
         ctes = [
             f"moved AS (\n    UPDATE tasks SET {sets}\n    WHERE {where}\n"
             f"    RETURNING {', '.join(dict.fromkeys(returned))}\n)",
-            "event AS (\n    INSERT INTO task_events"
-            " (task_id, at, status, attempt, worker, detail)\n"
-            f"    SELECT id, clock_timestamp(), '{to.value}', attempts, {self.worker}, "
-            f"{self.detail} FROM moved\n)",
+            self._event_sql(),
         ]
         if self.run is not None:
             ctes.append(self._run_sql())
@@ -127,9 +132,28 @@ class Move:
             extra.append(("finished_at", "coalesce(finished_at, clock_timestamp())"))
         return (*self.set, *extra)
 
+    def _event_sql(self) -> str:
+        head = (
+            "event AS (\n"
+            "    INSERT INTO task_events (task_id, at, status, attempt, worker, detail)\n"
+        )
+        if self.via is None:
+            return (
+                f"{head}    SELECT id, {self.event_at}, '{self.to.value}', attempts, "
+                f"{self.worker}, {self.detail} FROM moved\n)"
+            )
+        steps = (
+            f"({self.via_at}, '{self.via.value}', NULL::text), "
+            f"({self.event_at}, '{self.to.value}', {self.detail})"
+        )
+        return (
+            f"{head}    SELECT id, step.at, step.status, attempts, {self.worker}, step.detail\n"
+            f"    FROM moved, (VALUES {steps}) AS step (at, status, detail)\n)"
+        )
+
     def _run_sql(self) -> str:
         run = dict(self.run or ())
-        if self.to is TaskStatus.RUNNING:
+        if TaskStatus.RUNNING in (self.to, self.via):
             names = ", ".join(["task_id", "attempt", *run])
             values = ", ".join(["id", "attempts", *run.values()])
             return f"run AS (\n    INSERT INTO runs ({names})\n    SELECT {values} FROM moved\n)"
@@ -316,10 +340,88 @@ SUCCEED_MOVE = Move(
 )
 
 
+# An attempt is claimed lazily (services/tasks/execution.py): the worker reads the task and takes
+# a lock on the attempt, runs it, and records the claim with the outcome in one statement (or
+# claims it on the way once it runs long enough to matter). The read is a SELECT, which writes
+# nothing; the lock is a session-level advisory lock on (task, attempt), so a second message for
+# the same attempt (a duplicate, a re-publish) finds it taken and does nothing while the first
+# runs; once that one's outcome is recorded the task is no longer claimable. Locks are released
+# at the start of the connection's next read, after the outcome committed (released earlier, a
+# duplicate could read the task before that commit and run it again), or when the connection
+# closes (its worker died).
+READ_SQL = (
+    "SELECT id, attempts + 1, {spec}, coalesce(started_at, $2),\n"
+    "  CASE WHEN ({claimable}) IS TRUE AND (expires_at IS NULL OR expires_at > $2)\n"
+    "    AND ($3 IS NULL OR attempts = $3 - 1) AND {pauses}\n"
+    "  THEN {lock} END\n"
+    "FROM tasks WHERE id = $1"
+)
+ATTEMPT_LOCK = "pg_try_advisory_lock(hashtextextended(id::text, attempts + 1))"
+# Before each read, on the same round trip: the previous attempt's lock.
+UNLOCK_PREVIOUS = "SELECT pg_advisory_unlock_all()"
+LATE_CLAIM_MOVE = Move(
+    TaskStatus.RUNNING,  # $1 id, $2 started, $3 attempt, $4 worker, $5 instance, $6 now
+    rows="id = $1",
+    set=(("attempts", "attempts + 1"), ("started_at", "coalesce(started_at, $2)")),
+    # No pause or expiry guard: the attempt was allowed when it started (its read checked both).
+    guards=("attempts = $3 - 1",),
+    worker="$4",
+    event_at="clock_timestamp() - ($6 - $2)",  # on the database's clock, as every event
+    run=(
+        ("worker", "$4"),
+        ("worker_instance", "$5"),
+        ("status", "'running'"),
+        ("started_at", "$2"),
+    ),
+)
+SUCCEED_UNCLAIMED_MOVE = Move(
+    # $1 id, $2 attempt, $3 worker, $4 now, $5 result, $6 started, $7 instance
+    TaskStatus.SUCCEEDED,
+    rows="id = $1",
+    set=(
+        ("attempts", "$2"),
+        ("started_at", "coalesce(started_at, $6)"),
+        ("finished_at", "$4"),
+        ("result", "$5"),
+        ("error_type", "NULL"),
+        ("error_message", "NULL"),
+    ),
+    guards=("attempts = $2 - 1",),
+    worker="$3",
+    via=TaskStatus.RUNNING,
+    via_at="clock_timestamp() - ($4 - $6)",
+    run=(
+        ("worker", "$3"),
+        ("worker_instance", "$7"),
+        ("status", "'succeeded'"),
+        ("started_at", "$6"),
+        ("finished_at", "$4"),
+    ),
+)
+
+
+def _lock_removed() -> bool:
+    """Negative control of tests/e2e/test_lazy_claim.py: the read takes no lock."""
+    return "claim_lock" in os.environ.get("SCHEDULER_TEST_REMOVE", "").split(",")
+
+
+def read_sql() -> str:
+    spec = ", ".join(ClaimedAttempt._fields[2:-1])
+    return READ_SQL.format(
+        spec=spec,
+        claimable=f"status IN ({_sources(TaskStatus.RUNNING)})",
+        pauses=PAUSE_GUARD,
+        lock="true" if _lock_removed() else ATTEMPT_LOCK,
+    )
+
+
 class _Prepared(NamedTuple):
     version: int
     claim: PreparedStatement
     succeed: PreparedStatement
+    read: PreparedStatement
+    late_claim: PreparedStatement
+    succeed_unclaimed: PreparedStatement
 
 
 _prepared: _Prepared | None = None
@@ -348,6 +450,19 @@ def prepared() -> _Prepared:
                 "ledger_succeed",
                 ("uuid", "integer", "text", "timestamptz", "jsonb"),
                 SUCCEED_MOVE.sql(),
+            ),
+            _named("ledger_read", ("uuid", "timestamptz", "integer", "text"), read_sql()).before(
+                UNLOCK_PREVIOUS
+            ),
+            _named(
+                "ledger_late_claim",
+                ("uuid", "timestamptz", "integer", "text", "uuid", "timestamptz"),
+                LATE_CLAIM_MOVE.sql(),
+            ),
+            _named(
+                "ledger_succeed_unclaimed",
+                ("uuid", "integer", "text", "timestamptz", "jsonb", "timestamptz", "uuid"),
+                SUCCEED_UNCLAIMED_MOVE.sql(),
             ),
         )
     return _prepared
@@ -398,6 +513,73 @@ def succeed_attempt(
     handed over right after through ``sessions`` (or later by the scheduler's sweep).
     """
     rows = conn.execute(prepared().succeed, (str(task_id), attempt, worker, now, result))
+    if rows and rows[0][-1] is not None and sessions is not None:
+        SEAM.drain(sessions, [rows[0][-1]])
+    return bool(rows)
+
+
+def read_attempt(
+    conn: LedgerConnection,
+    task_id: uuid.UUID,
+    *,
+    worker: str,
+    now: datetime,
+    attempt: int | None,
+) -> tuple[ClaimedAttempt | None, bool | None]:
+    """The next attempt of the task and whether this connection now holds its lock.
+
+    (spec, True): claimable, and the lock is ours: run it. (spec, False): claimable, but another
+    worker holds the attempt (a duplicate message). (spec or None, None): not claimable (finished,
+    running, stale, expired, or refused by a pause) or not found. Writes nothing.
+    """
+    rows = conn.execute(prepared().read, (str(task_id), now, attempt, worker))
+    if not rows:
+        return None, None
+    *spec, locked = rows[0]
+    return ClaimedAttempt._make(spec), locked
+
+
+def claim_started(
+    conn: LedgerConnection,
+    task_id: uuid.UUID,
+    attempt: int,
+    *,
+    worker: str,
+    instance: uuid.UUID | None,
+    started: datetime,
+    now: datetime,
+) -> bool:
+    """Record that ``attempt``, read and locked at ``started``, is running: queued/retrying ->
+    running with its event and run, as the eager claim does. False if the task moved meanwhile
+    (cancelled, expired)."""
+    params = (str(task_id), started, attempt, worker, str(instance) if instance else None, now)
+    return bool(conn.execute(prepared().late_claim, params))
+
+
+def succeed_unclaimed(
+    conn: LedgerConnection,
+    task_id: uuid.UUID,
+    attempt: int,
+    *,
+    worker: str,
+    instance: uuid.UUID | None,
+    started: datetime,
+    now: datetime,
+    result: str,
+    sessions: sessionmaker[Session] | None = None,
+) -> bool:
+    """queued/retrying -> running -> succeeded for an attempt that was read but not claimed: both
+    events, the closed run and the outcome in one statement; False if not applicable."""
+    params = (
+        str(task_id),
+        attempt,
+        worker,
+        now,
+        result,
+        started,
+        str(instance) if instance else None,
+    )
+    rows = conn.execute(prepared().succeed_unclaimed, params)
     if rows and rows[0][-1] is not None and sessions is not None:
         SEAM.drain(sessions, [rows[0][-1]])
     return bool(rows)

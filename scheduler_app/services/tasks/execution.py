@@ -12,7 +12,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,9 +25,17 @@ from scheduler_app.models import Task
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.broker.dispatcher import Dispatch, Dispatcher
 from scheduler_app.services.ledger.connection import LedgerConnection
-from scheduler_app.services.ledger.transitions import claim_attempt, succeed_attempt, transition
+from scheduler_app.services.ledger.transitions import (
+    ClaimedAttempt,
+    claim_started,
+    read_attempt,
+    succeed_attempt,
+    succeed_unclaimed,
+    transition,
+)
 from scheduler_app.services.ledger.unit import after_commit, unit_of_work
 from scheduler_app.services.tasks.backoff import retry_delay, retry_window_closed
+from scheduler_app.services.tasks.claims import Attempt, LateClaims
 from scheduler_app.services.tasks.counters import CounterStore
 from scheduler_app.services.tasks.dispatches import DISPATCH_COLUMNS, dispatch_of
 from scheduler_app.services.workers.controls import ClaimRefusals
@@ -113,6 +121,7 @@ class Executor:
                 self.settings.database_url,
                 synchronous_commit=self.settings.worker_synchronous_commit,
             )
+        self.late_claims = LateClaims(self._claim_started, tick=self.settings.claim_after / 2)
 
     def run(
         self,
@@ -121,18 +130,24 @@ class Executor:
         *,
         attempt: int | None = None,
         timeout_error: tuple[type[BaseException], ...] = (),
+        eager: bool = False,
     ) -> AttemptResult:
         """Run one attempt of the task if it is claimable; return what became of it.
 
         ``attempt`` is the attempt the message was published for: a stale message (one that
         outlived its attempt, e.g. redelivered after a worker loss) cannot start a later one.
+        The attempt is claimed lazily (services/tasks/claims.py) unless ``eager``: a message
+        published again or redelivered may have been running on a worker that died before its
+        attempt was claimed, so this one is claimed before it runs and a task that kills its
+        worker every time still uses up its attempts.
         """
         tid = uuid.UUID(task_id)
-        claimed = self._claim(tid, worker, attempt)
-        if isinstance(claimed, AttemptResult):
-            return claimed
-        if claimed is None:
+        read = self._read(tid, worker, attempt, eager)
+        if isinstance(read, AttemptResult):
+            return read
+        if read is None:
             return AttemptResult("skipped")
+        claimed, current = read
         # Every line logged about this attempt says which one it is (a contextvar: ~1 µs).
         with bind_context(
             attempt=claimed.attempts,
@@ -142,12 +157,13 @@ class Executor:
             workflow_id=str(claimed.workflow_id) if claimed.workflow_id else None,
             request_id=claimed.request_id,
         ):
-            return self._run(tid, claimed, worker, timeout_error)
+            return self._run(tid, claimed, current, worker, timeout_error)
 
     def _run(
         self,
         tid: uuid.UUID,
-        claimed: Any,
+        claimed: ClaimedAttempt,
+        current: Attempt,
         worker: str,
         timeout_error: tuple[type[BaseException], ...],
     ) -> AttemptResult:
@@ -156,7 +172,7 @@ class Executor:
         ttype = self.types.get(claimed.task)
         if ttype is None:
             exc = LookupError(f"task type {claimed.task!r} is not registered on worker {worker}")
-            return self._failed(tid, attempt, worker, exc, permanent=True)
+            return self._failed(tid, attempt, worker, exc, permanent=True, current=current)
         kwargs = dict(claimed.kwargs or {})
         if ttype.wants_context:
             kwargs["ctx"] = TaskContext(
@@ -178,10 +194,16 @@ class Executor:
                     f"attempt {attempt} exceeded its timeout of {claimed.timeout}s"
                 )
             return self._failed(
-                tid, attempt, worker, exc, permanent=ttype.is_permanent(exc), spec=claimed
+                tid,
+                attempt,
+                worker,
+                exc,
+                permanent=ttype.is_permanent(exc),
+                spec=claimed,
+                current=current,
             )
         self._observe(claimed, started)
-        return self._succeeded(tid, attempt, worker, result)
+        return self._succeeded(tid, current, worker, result)
 
     def _observe(self, claimed: Any, started: float) -> None:
         if self.observe is None:
@@ -204,8 +226,13 @@ class Executor:
         exc = WorkerLostError(f"attempt {attempt} was lost: {reason}")
         return self._failed(tid, attempt, worker or "?", exc, permanent=False, spec=spec)
 
-    def timed_out(self, tid: uuid.UUID, worker: str) -> AttemptResult:
-        """The pool killed an attempt at its hard time limit: count it as a timed-out attempt."""
+    def timed_out(self, tid: uuid.UUID, worker: str, attempt: int | None = None) -> AttemptResult:
+        """The pool killed an attempt at its hard time limit: count it as a timed-out attempt.
+
+        ``attempt`` (the message's) is claimed first if its process never did (it is claimed
+        at half its timeout, unless something held the process up all along)."""
+        if attempt is not None:
+            self._claim_started(Attempt(tid, attempt, worker, utcnow()))
         with self.sessions() as session:
             spec = session.execute(
                 select(Task.attempts, Task.timeout, *SPEC_COLUMNS).where(
@@ -234,20 +261,52 @@ class Executor:
             )
         return AttemptResult("failed" if moved else "skipped")
 
-    def _claim(self, tid: uuid.UUID, worker: str, attempt: int | None = None) -> Any:
-        now = utcnow()
-        claimed = claim_attempt(
-            self.ledger, tid, worker=worker, instance=self.instance, now=now, attempt=attempt
+    def lost(self, tid: uuid.UUID, worker: str, attempt: int | None) -> AttemptResult:
+        """The pool process running ``attempt`` died (main process): count the attempt as
+        lost now if it was not claimed yet. A claimed one is the reconciler's, as ever."""
+        if attempt is None or not self._claim_started(Attempt(tid, attempt, worker, utcnow())):
+            return AttemptResult("skipped")
+        return self.abandon(tid, attempt, worker, "its pool process died")
+
+    def _claim_started(self, current: Attempt) -> bool:
+        """Record ``current`` as running since it started (see ``claim_started``)."""
+        return claim_started(
+            self.ledger,
+            current.task_id,
+            current.number,
+            worker=current.worker,
+            instance=self.instance,
+            started=current.started,
+            now=utcnow(),
         )
-        if claimed is not None:
-            return claimed
-        # Refused by a stored pause (the claim checks them): the message is acked either way.
+
+    def _read(
+        self, tid: uuid.UUID, worker: str, attempt: int | None, eager: bool
+    ) -> tuple[ClaimedAttempt, Attempt] | AttemptResult | None:
+        """The attempt to run, read and locked (claimed too if ``eager``); a result or None
+        when there is none to run."""
+        now = utcnow()
+        claimed, locked = read_attempt(self.ledger, tid, worker=worker, now=now, attempt=attempt)
+        if claimed is not None and locked:
+            current = Attempt(tid, claimed.attempts, worker, now)
+            after = self.settings.claim_after
+            if claimed.timeout is not None:
+                after = min(after, claimed.timeout / 2)  # before the hard limit's kill
+            if eager or after <= 0:
+                if not current.claim(self._claim_started):
+                    return None  # moved on between the read and the claim (cancelled, say)
+            else:
+                self.late_claims.watch(current, after)
+            return claimed, current
+        if locked is False:
+            return None  # another worker is running this attempt: a duplicate message
+        # Refused by a stored pause (the read checks them): the message is acked either way.
         refused = self.refusals.refusal(tid, worker, attempt, now)
         if refused is not None:
             if refused.queue_paused:
                 if self.refusals.hold(tid, worker, refused.queue):
                     return AttemptResult("held")
-                return self._claim(tid, worker, attempt)  # resumed in between
+                return self._read(tid, worker, attempt, eager)  # resumed in between
             if self.refusals.hand_back(tid, worker):
                 return AttemptResult("handed_back")
             return None
@@ -272,12 +331,38 @@ class Executor:
             log.info("task expired before start", extra={"task_id": str(tid)})
         return None
 
-    def _succeeded(self, tid: uuid.UUID, attempt: int, worker: str, result: Any) -> AttemptResult:
+    def _succeeded(
+        self, tid: uuid.UUID, current: Attempt, worker: str, result: Any
+    ) -> AttemptResult:
         value = _result_json(result, self.settings.result_max_bytes)
         now = utcnow()
-        moved = succeed_attempt(
-            self.ledger, tid, attempt, worker=worker, now=now, result=value, sessions=self.sessions
-        )
+        with current.lock:  # a claim under way finishes first; none starts after this
+            current.decided = True
+        self.late_claims.done(current)
+        if current.refused:
+            moved = False
+        elif current.claimed:
+            moved = succeed_attempt(
+                self.ledger,
+                tid,
+                current.number,
+                worker=worker,
+                now=now,
+                result=value,
+                sessions=self.sessions,
+            )
+        else:
+            moved = succeed_unclaimed(
+                self.ledger,
+                tid,
+                current.number,
+                worker=worker,
+                instance=self.instance,
+                started=current.started,
+                now=now,
+                result=value,
+                sessions=self.sessions,
+            )
         # Not moved: cancelled meanwhile, or the attempt was declared lost and retried.
         return AttemptResult("succeeded" if moved else "discarded")
 
@@ -290,7 +375,17 @@ class Executor:
         *,
         permanent: bool,
         spec: Any = None,
+        current: Attempt | None = None,
     ) -> AttemptResult:
+        if current is not None:
+            # A failed attempt is always claimed first: its failure is a move from running.
+            with current.lock:
+                current.decided = True
+                if not (current.claimed or current.refused):
+                    current.claimed = self._claim_started(current)
+            self.late_claims.done(current)
+            if not current.claimed:
+                return AttemptResult("discarded")
         now = utcnow()
         kind, message = _error_text(exc)
         trace = "".join(traceback.format_exception(exc))[-16000:]
@@ -337,6 +432,8 @@ class Executor:
                 )
                 if moved and soon:
                     retry = _retry_dispatch(tid, spec, run_at, attempt)
+                    if isinstance(exc, WorkerLostError):  # it may well kill its worker again
+                        retry = replace(retry, claim="eager")
                     after_commit(session, lambda: self.dispatcher.publish([retry]))
             else:
                 moved = transition(

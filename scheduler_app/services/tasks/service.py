@@ -170,7 +170,8 @@ class TaskService:
             if not moved:
                 session.refresh(task)  # what it is now, not what it was when we looked
                 raise Conflict(f"task is already {task.status}")
-            terminate = was == TaskStatus.RUNNING
+            # A queued task may be running already, not yet claimed (services/tasks/claims.py).
+            terminate = was in (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.RETRYING)
             after_commit(session, lambda: self.dispatcher.revoke(task_id, terminate=terminate))
         return self.get(principal, task_id)
 
