@@ -8,13 +8,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.config import Settings
 from scheduler_app.errors import Conflict, NotFound, ValidationFailed
 from scheduler_app.models import Task, TaskEvent
 from scheduler_app.models.base import utcnow
+from scheduler_app.models.task import TAGGED
 from scheduler_app.services.broker.dispatcher import Dispatcher
 from scheduler_app.services.clients.principal import Principal
 from scheduler_app.services.ledger.transitions import transition
@@ -191,7 +192,7 @@ def _filtered(query: Select, principal: Principal, filters: Mapping[str, Any]) -
         if filters.get(name) is not None:
             query = query.where(getattr(Task, name) == filters[name])
     if filters.get("tag"):
-        query = query.where(Task.tags.contains([filters["tag"]]))
+        query = query.where(Task.tags.contains([filters["tag"]]), text(TAGGED))
     if filters.get("created_after"):
         query = query.where(Task.created_at > filters["created_after"])
     if filters.get("created_before"):
