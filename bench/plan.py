@@ -24,6 +24,8 @@ class Plan:
     batch1000_requests: int
     # 3. execution: pre-queued no-op tasks per repetition
     drain_tasks: int
+    # 3h: pre-queued 20 ms tasks per drain
+    sleep_tasks: int
     # 8. scaling: pre-queued no-op tasks per drain (1 and 2 worker processes)
     scale_tasks: int
     # 4. latency: sequential submissions per repetition and side
@@ -63,6 +65,7 @@ FULL = Plan(
     batch100_requests=30,
     batch1000_requests=4,
     drain_tasks=1000,
+    sleep_tasks=400,
     scale_tasks=10_000,
     latency_samples=100,
     delay_tasks=50,
@@ -92,6 +95,7 @@ QUICK = Plan(
     batch100_requests=2,
     batch1000_requests=1,
     drain_tasks=40,
+    sleep_tasks=10,
     scale_tasks=60,
     latency_samples=5,
     delay_tasks=4,

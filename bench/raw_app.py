@@ -13,6 +13,7 @@ import time
 from celery import Celery
 
 NOOP = "bench.noop"
+SLEEP = "bench.sleep"
 STAMP = "bench.stamp"
 PART = "bench.part"  # a chord header task (its result is stored: a chord counts results)
 JOIN = "bench.join"  # the chord body: sums the header's results
@@ -39,6 +40,11 @@ def make_raw_app(broker_url: str, result_url: str | None = None) -> Celery:
     @app.task(name=NOOP, ignore_result=True, shared=False)
     def noop(*args, **kwargs) -> None:
         """Do nothing: the drain-rate task."""
+
+    @app.task(name=SLEEP, ignore_result=True, shared=False)
+    def sleep(seconds: float = 0.0, *args, **kwargs) -> None:
+        """Sleep: the I/O-like task of row 3h (what demo.sleep does)."""
+        time.sleep(seconds)
 
     @app.task(name=STAMP, shared=False)
     def stamp(*args, **kwargs) -> float:

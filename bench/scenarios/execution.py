@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import astuple, dataclass
+
+import psutil
 
 from bench.environment import OURS_QUEUE, RAW_QUEUE, Environment
 from bench.plan import Plan
 from bench.probes import celery_pending, set_consuming, time_drain
-from bench.raw_app import NOOP
+from bench.raw_app import NOOP, SLEEP
 from bench.report import Row, Target
 from bench.services import BenchError, Child, wait_until
 
@@ -22,30 +25,85 @@ TITLE = "execution"
 SUBMIT_CHUNK = 1000
 
 
-def queue_ours(env: Environment, queue: str, count: int) -> list[uuid.UUID]:
-    """Submit ``count`` demo.echo tasks through the submission service; their ids."""
+def queue_ours(
+    env: Environment, queue: str, count: int, sleep: float | None = None
+) -> list[uuid.UUID]:
+    """Submit ``count`` demo.echo tasks (demo.sleep of ``sleep`` seconds if given) through the
+    submission service; their ids."""
     ids: list[uuid.UUID] = []
     for start in range(0, count, SUBMIT_CHUNK):
         bodies = [
             {"task": "demo.echo", "args": [i], "queue": queue}
+            if sleep is None
+            else {"task": "demo.sleep", "kwargs": {"seconds": sleep}, "queue": queue}
             for i in range(start, min(count, start + SUBMIT_CHUNK))
         ]
         ids += [a.task.id for a in env.ledger.tasks.submit(env.principal(), bodies)]
     return ids
 
 
-def queue_raw(env: Environment, queue: str, count: int) -> None:
-    """Publish ``count`` raw no-op tasks to ``queue`` with one producer."""
-    noop = env.raw_app.tasks[NOOP]
+def queue_raw(env: Environment, queue: str, count: int, sleep: float | None = None) -> None:
+    """Publish ``count`` raw no-op tasks (sleeps of ``sleep`` seconds if given) to ``queue``
+    with one producer."""
+    task = env.raw_app.tasks[NOOP if sleep is None else SLEEP]
     with env.raw_app.producer_or_acquire() as producer:
         for index in range(count):
-            noop.apply_async(args=[index], queue=queue, producer=producer)
+            args = [index] if sleep is None else [sleep]
+            task.apply_async(args=args, queue=queue, producer=producer)
 
 
-def drain(env: Environment, side: str, workers: Sequence[Child], queue: str, count: int):
+@dataclass
+class CpuSplit:
+    """CPU seconds so far of the workers' main processes, their pool processes, PostgreSQL's
+    processes (all of the machine's: its backends and its background writers) and Redis."""
+
+    main: float
+    pool: float
+    postgres: float
+    redis: float
+
+    @classmethod
+    def now(cls, env: Environment, workers: Sequence[Child]) -> CpuSplit:
+        main = pool = 0.0
+        for worker in workers:
+            try:
+                root = psutil.Process(worker.pid)
+                main += _cpu(root)
+                pool += sum(_cpu(p) for p in root.children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+        postgres = sum(
+            _cpu(p) for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres"
+        )
+        redis = _cpu(psutil.Process(env.redis.process.pid)) if env.redis.process else 0.0
+        return cls(main, pool, postgres, redis)
+
+    def per_task_ms(self, before: CpuSplit, count: int) -> CpuSplit:
+        """Milliseconds per task of each since ``before``."""
+        return CpuSplit(
+            *((a - b) / count * 1000 for a, b in zip(astuple(self), astuple(before), strict=True))
+        )
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
+def drain(
+    env: Environment,
+    side: str,
+    workers: Sequence[Child],
+    queue: str,
+    count: int,
+    sleep: float | None = None,
+):
     """Queue ``count`` tasks while the workers do not consume, then time their drain.
 
-    Returns the drain and the workers' CPU seconds per task during it.
+    Returns the drain, the workers' CPU milliseconds per task during it, and the CPU split.
     """
     app = env.control_app(side)
     nodes = [w.node for w in workers]
@@ -53,10 +111,15 @@ def drain(env: Environment, side: str, workers: Sequence[Child], queue: str, cou
     set_consuming(app, nodes, queue, False)
     if celery_pending(client, [queue]):
         raise BenchError(f"{side}: queue {queue} is not empty before the drain")
-    ids = queue_ours(env, queue, count) if side == "ours" else queue_raw(env, queue, count)
+    if side == "ours":
+        ids = queue_ours(env, queue, count, sleep)
+    else:
+        queue_raw(env, queue, count, sleep)
     cpu_before = sum(w.cpu_seconds() for w in workers)
+    split_before = CpuSplit.now(env, workers)
     set_consuming(app, nodes, queue, True)
     result = time_drain(lambda: count - celery_pending(client, [queue]), count, timeout=300)
+    split = CpuSplit.now(env, workers).per_task_ms(split_before, count)
     cpu = sum(w.cpu_seconds() for w in workers) - cpu_before
     if side == "ours":
         sql = "SELECT count(*) FROM tasks WHERE id = ANY(:ids) AND status = 'succeeded'"
@@ -66,7 +129,7 @@ def drain(env: Environment, side: str, workers: Sequence[Child], queue: str, cou
             0.05,
             f"the ledger to show all {count} tasks succeeded",
         )
-    return result, cpu / count * 1000
+    return result, cpu / count * 1000, split
 
 
 def run(env: Environment, plan: Plan) -> list[Row]:
@@ -79,6 +142,18 @@ def run(env: Environment, plan: Plan) -> list[Row]:
     )
     cpu = Row("3b", "worker CPU per task, prefork -c 2 (main + pool)", "ms")
     solo = Row("3c", "drain no-op tasks, 2 workers -P solo: ours vs raw Celery", "tasks/s")
+    split_rows = {
+        part: Row(key, f"CPU per task during 3a: {what}", "ms")
+        for key, part, what in (
+            ("3d", "main", "worker main process"),
+            ("3e", "pool", "worker pool processes"),
+            ("3f", "postgres", "PostgreSQL (all its processes)"),
+            ("3g", "redis", "Redis"),
+        )
+    }
+    slow = Row(
+        "3h", f"drain {plan.sleep_tasks} tasks of 20 ms, prefork -c 2: ours vs raw", "tasks/s"
+    )
     solo_workers = {
         "ours": [env.start_worker("ours", f"ours-solo{i}", "high", "solo", 1) for i in range(2)],
         "raw": [env.start_worker("raw", f"raw-solo{i}", "raw-solo", "solo", 1) for i in range(2)],
@@ -86,16 +161,25 @@ def run(env: Environment, plan: Plan) -> list[Row]:
     env.wait_ready(*solo_workers["ours"], *solo_workers["raw"])
     try:
         for _ in range(plan.reps):
-            result, per_task = drain(env, "ours", [env.ours_worker], OURS_QUEUE, plan.drain_tasks)
-            prefork.ours.append(result.rate)
-            cpu.ours.append(per_task)
-            result, per_task = drain(env, "raw", [env.raw_worker], RAW_QUEUE, plan.drain_tasks)
-            prefork.raw.append(result.rate)
-            cpu.raw.append(per_task)
-            result, _ = drain(env, "ours", solo_workers["ours"], "high", plan.drain_tasks)
+            for side, worker, queue in (
+                ("ours", env.ours_worker, OURS_QUEUE),
+                ("raw", env.raw_worker, RAW_QUEUE),
+            ):
+                result, per_task, split = drain(env, side, [worker], queue, plan.drain_tasks)
+                getattr(prefork, side).append(result.rate)
+                getattr(cpu, side).append(per_task)
+                for part, row in split_rows.items():
+                    getattr(row, side).append(getattr(split, part))
+            result, _, _ = drain(env, "ours", solo_workers["ours"], "high", plan.drain_tasks)
             solo.ours.append(result.rate)
-            result, _ = drain(env, "raw", solo_workers["raw"], "raw-solo", plan.drain_tasks)
+            result, _, _ = drain(env, "raw", solo_workers["raw"], "raw-solo", plan.drain_tasks)
             solo.raw.append(result.rate)
+            for side, worker, queue in (
+                ("ours", env.ours_worker, OURS_QUEUE),
+                ("raw", env.raw_worker, RAW_QUEUE),
+            ):
+                result, _, _ = drain(env, side, [worker], queue, plan.sleep_tasks, sleep=0.02)
+                getattr(slow, side).append(result.rate)
     finally:
         for worker in (*solo_workers["ours"], *solo_workers["raw"]):
             env.retire(worker)
@@ -103,4 +187,8 @@ def run(env: Environment, plan: Plan) -> list[Row]:
         f"{plan.drain_tasks} tasks queued per repetition while the workers did not consume, timed "
         "from the first completion to the last; ours = demo.echo through the ledger"
     )
-    return [prefork, cpu, solo]
+    slow.note = (
+        "3h: demo.sleep 0.02 s vs a raw 20 ms sleep, on 3a's workers: what the ledger costs a task "
+        "that waits on I/O (at most 2 / 0.02 s = 100 tasks/s on either side)"
+    )
+    return [prefork, cpu, solo, *split_rows.values(), slow]

@@ -127,7 +127,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
         size_mb = env.ledger.scalar("SELECT pg_database_size(current_database())") / 2**20
         for _ in range(plan.reps):
             submit.ours.append(batch_rate(env, 1000, plan.batch1000_requests))
-            result, _ = drain(env, "ours", [env.ours_worker], OURS_QUEUE, plan.drain_tasks)
+            result, *_ = drain(env, "ours", [env.ours_worker], OURS_QUEUE, plan.drain_tasks)
             drained.ours.append(result.rate)
         beside.raw = list(drained.ours)
         # The pruner beside drains: the scheduler's code and settings, in this process.
@@ -147,7 +147,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
         worker = threading.Thread(target=prune, name="bench-pruner", daemon=True)
         worker.start()
         while not finished.is_set() and len(beside.ours) < max(plan.reps, 3):
-            result, _ = drain(env, "ours", [env.ours_worker], OURS_QUEUE, plan.drain_tasks)
+            result, *_ = drain(env, "ours", [env.ours_worker], OURS_QUEUE, plan.drain_tasks)
             beside.ours.append(result.rate)
         worker.join()
         elapsed = time.monotonic() - began

@@ -101,7 +101,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
     for _ in range(plan.slow_reps):
         raw_enqueue = raw_loop(env, plan.raw_loop)
         env.purge_sinks()
-        raw_drain, _ = drain(env, "raw", [env.raw_worker], RAW_QUEUE, plan.peer_drain)
+        raw_drain, *_ = drain(env, "raw", [env.raw_worker], RAW_QUEUE, plan.peer_drain)
         dramatiq_enqueue, dramatiq_drain = dramatiq_rates(env, plan, actor)
         rq_enqueue, rq_drain = rq_rates(env, plan)
         for key, value in (("7a", dramatiq_enqueue), ("7b", rq_enqueue)):

@@ -36,8 +36,8 @@ def run(env: Environment, plan: Plan) -> list[Row]:
                 queue, (first_worker, second_worker) = QUEUES[side], workers[side]
                 # the second process does not consume during the first drain
                 set_consuming(env.control_app(side), [second_worker.node], queue, False)
-                first, _ = drain(env, side, [first_worker], queue, plan.scale_tasks)
-                both, _ = drain(env, side, workers[side], queue, plan.scale_tasks)
+                first, *_ = drain(env, side, [first_worker], queue, plan.scale_tasks)
+                both, *_ = drain(env, side, workers[side], queue, plan.scale_tasks)
                 getattr(one, side).append(first.rate)
                 getattr(two, side).append(both.rate)
                 getattr(gain, side).append(both.rate / first.rate)
