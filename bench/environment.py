@@ -216,12 +216,19 @@ class Environment:
         return env
 
     def start_worker(
-        self, side: str, name: str, queues: str, pool: str = "prefork", concurrency: int = 2
+        self,
+        side: str,
+        name: str,
+        queues: str,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        **extra: str,
     ) -> Child:
-        """Start a Celery worker of ``side`` ("ours" or "raw"); wait with ``wait_ready``."""
+        """Start a Celery worker of ``side`` ("ours" or "raw", ``extra`` environment for ours);
+        wait with ``wait_ready``."""
         hostname = f"{name}-{uuid.uuid4().hex[:4]}@%h"
         app, env = (
-            ("tasks.worker", self.ours_env())
+            ("tasks.worker", self.ours_env(**extra))
             if side == "ours"
             else ("bench.raw_worker", self.raw_env())
         )

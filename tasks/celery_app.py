@@ -239,7 +239,10 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
     if result.status == "retrying":
         # Not self.retry(): the ledger already scheduled the next attempt; this only reports it.
         raise Retry(result.error, exc=AttemptFailed(result.error), when=result.retry_in)
-    return result.status
+    # None for a success (its result is in the ledger): Celery's saferepr of any other value
+    # for the "succeeded" line cost 60 µs a task; "skipped", "discarded" and the pauses' outcomes
+    # still show in Flower and the log.
+    return None if result.status == "succeeded" else result.status
 
 
 def create_celery_app(settings: Settings) -> Celery:
