@@ -24,8 +24,9 @@ ROWS = {
 }  # fmt: skip
 WITHOUT_RAW = {"5c", "5d", "6b", "12a", "12b", "12c"}  # raw Celery cannot (see the rows' notes)
 COUNTS = {"9c", "9d", "9e"}  # missed/doubled slots: 0 is a value, so ours/raw may be undefined
-# PostgreSQL's CPU during raw Celery's drain: its idle background only, 0 in a short run
-COUNTS |= {"3f"}
+# CPU during a quick drain of 40 tasks, counted in 10 ms ticks: PostgreSQL's during raw
+# Celery's (its idle background only) and Redis's may be 0
+COUNTS |= {"3f", "3g"}
 
 
 @pytest.mark.e2e
