@@ -16,7 +16,13 @@ from scheduler_app.models import Run, TaskEvent
 from scheduler_app.models.base import utcnow
 from scheduler_app.services.ledger import connection as ledger_connection
 from scheduler_app.services.ledger.connection import LedgerConnection, connect_kwargs
-from scheduler_app.services.ledger.transitions import CLAIM, SUCCEED, claim_attempt, succeed_attempt
+from scheduler_app.services.ledger.transitions import (
+    READ,
+    SUCCEED,
+    claim_started,
+    read_attempt,
+    succeed_attempt,
+)
 from scheduler_app.services.tasks.execution import Executor
 from scheduler_app.task_types import load_task_modules
 from tests import support
@@ -112,8 +118,10 @@ def test_cancelled_task_never_runs_and_a_late_success_is_discarded(
 
     running = submit(submitter)
     tid = uuid.UUID(running["id"])
-    claimed = claim_attempt(ledger, tid, worker="w1", instance=None, now=utcnow(), attempt=1)
-    assert claimed is not None and claimed.attempts == 1
+    claimed, locked = read_attempt(ledger, tid, worker="w1", now=utcnow(), attempt=1)
+    assert claimed is not None and claimed.attempts == 1 and locked
+    now = utcnow()
+    assert claim_started(ledger, tid, 1, worker="w1", instance=None, started=now, now=now)
     assert api.post(f"/api/v1/tasks/{running['id']}/cancel", headers=submitter).status_code == 200
     now = utcnow()
     assert not succeed_attempt(ledger, tid, 1, worker="w1", now=now, result="1")
@@ -158,8 +166,8 @@ def test_terminated_plain_connection_fails_its_next_statement(settings):
 def test_statement_that_fails_on_a_live_connection_is_not_sent_again(ledger):
     """Only a broken connection is retried; a failing statement raises (and changes nothing)."""
     with pytest.raises(psycopg2.DataError):
-        ledger.execute(CLAIM, ("not-a-uuid", utcnow(), None, "w1", None))
-    assert ledger.execute(CLAIM, (str(uuid.uuid4()), utcnow(), None, "w1", None)) == []
+        ledger.execute(READ, ("not-a-uuid", utcnow(), None, "w1"))
+    assert ledger.execute(READ, (str(uuid.uuid4()), utcnow(), None, "w1")) == []
 
 
 def test_prepared_claim_is_prepared_again_after_a_migration_changes_its_columns():
@@ -174,16 +182,16 @@ def test_prepared_claim_is_prepared_again_after_a_migration_changes_its_columns(
         ledger = LedgerConnection(db.url, application_name="test-prep")
         plain = psycopg2.connect(**connect_kwargs(db.url))
         plain.autocommit = True
-        params = (str(uuid.uuid4()), utcnow(), None, "w1", None)
+        params = (str(uuid.uuid4()), utcnow(), None, "w1")
         with plain.cursor() as cur:
-            cur.execute(CLAIM.prepare_sql)
-            cur.execute(CLAIM.execute_sql, params)
-        assert ledger.execute(CLAIM, params) == []
+            cur.execute(READ.prepare_sql)
+            cur.execute(READ.execute_sql, params)
+        assert ledger.execute(READ, params) == []
         with plain.cursor() as cur:
             cur.execute("ALTER TABLE tasks ALTER COLUMN request_id TYPE text")
         with pytest.raises(psycopg2.errors.FeatureNotSupported), plain.cursor() as cur:
-            cur.execute(CLAIM.execute_sql, params)
-        assert ledger.execute(CLAIM, params) == []
+            cur.execute(READ.execute_sql, params)
+        assert ledger.execute(READ, params) == []
         ledger.close()
         plain.close()
     finally:
@@ -253,7 +261,7 @@ def test_threads_sharing_a_ledger_connection_each_get_their_own(ledger):
     def work() -> None:
         try:
             for _ in range(30):
-                ledger.execute(CLAIM, (str(uuid.uuid4()), utcnow(), None, "w1", None))
+                ledger.execute(READ, (str(uuid.uuid4()), utcnow(), None, "w1"))
         except BaseException as exc:  # reported below
             errors.append(exc)
         connected.wait(10)
@@ -279,8 +287,8 @@ def test_threads_sharing_a_ledger_connection_each_get_their_own(ledger):
 
 
 def test_statements_are_prepared_again_after_the_session_discards_them(ledger):
-    params = (str(uuid.uuid4()), utcnow(), None, "w1", None)
-    assert ledger.execute(CLAIM, params) == []
+    params = (str(uuid.uuid4()), utcnow(), None, "w1")
+    assert ledger.execute(READ, params) == []
     with ledger._connection().cursor() as cur:
         cur.execute("DEALLOCATE ALL")
-    assert ledger.execute(CLAIM, params) == []
+    assert ledger.execute(READ, params) == []

@@ -292,8 +292,9 @@ class ClaimedAttempt(NamedTuple):
     started_at: datetime
 
 
-# A claim takes nothing from a paused queue, and a paused worker takes nothing: the stored
-# pauses (services/workers/controls.py) are checked in the claim itself, so no prefetched
+# A worker takes nothing from a paused queue, and a paused worker takes nothing: the stored
+# pauses (services/workers/controls.py) are checked in the read that starts every attempt (its
+# claim, see below), so no prefetched
 # message, late broadcast or worker started after the pause lets a task through. ``pauses``
 # has a row per paused queue or worker (usually none): two probes of its primary key.
 PAUSE_GUARD = (
@@ -301,29 +302,10 @@ PAUSE_GUARD = (
     " OR (scope = 'worker' AND name = $4))"
 )
 
-# The two moves every attempt makes, prepared per worker connection: each is one round trip
-# that Postgres rarely parses or plans again. A prepared plan outlives the statistics it was
-# made with, so each leaves the planner only plans that suit any table size: the status guard
-# cannot become an index scan (see Move.sql) and the run is found by its unique key from the
-# parameters.
-CLAIM_MOVE = Move(
-    TaskStatus.RUNNING,  # $1 id, $2 now, $3 attempt, $4 worker, $5 instance
-    rows="id = $1",
-    set=(("attempts", "attempts + 1"), ("started_at", "coalesce(started_at, clock_timestamp())")),
-    guards=(
-        "(expires_at IS NULL OR expires_at > $2)",
-        "($3 IS NULL OR attempts = $3 - 1)",
-        PAUSE_GUARD,
-    ),
-    returning=ClaimedAttempt._fields,
-    worker="$4",
-    run=(
-        ("worker", "$4"),
-        ("worker_instance", "$5"),
-        ("status", "'running'"),
-        ("started_at", "$2"),
-    ),
-)
+# The moves of an attempt, prepared per worker connection: each is one round trip that
+# Postgres rarely parses or plans again. A prepared plan outlives the statistics it was made
+# with, so each leaves the planner only plans that suit any table size: the status guard cannot
+# become an index scan (see Move.sql) and the run is found by its unique key from the parameters.
 SUCCEED_MOVE = Move(
     TaskStatus.SUCCEEDED,  # $1 id, $2 attempt, $3 worker, $4 now, $5 result
     rows="id = $1",
@@ -359,7 +341,9 @@ READ_SQL = (
 ATTEMPT_LOCK = "pg_try_advisory_lock(hashtextextended(id::text, attempts + 1))"
 # Before each read, on the same round trip: the previous attempt's lock.
 UNLOCK_PREVIOUS = "SELECT pg_advisory_unlock_all()"
-LATE_CLAIM_MOVE = Move(
+# The claim of an attempt that was read and locked at $2 (it runs already): as soon as it has run
+# for claim_after, before its failure is recorded, or before it runs (``eager``).
+CLAIM_MOVE = Move(
     TaskStatus.RUNNING,  # $1 id, $2 started, $3 attempt, $4 worker, $5 instance, $6 now
     rows="id = $1",
     set=(("attempts", "attempts + 1"), ("started_at", "coalesce(started_at, $2)")),
@@ -406,6 +390,7 @@ def _lock_removed() -> bool:
 
 
 def read_sql() -> str:
+    """The read: PAUSE_GUARD is looked up now (tests/pause_control.py replaces it)."""
     spec = ", ".join(ClaimedAttempt._fields[2:-1])
     return READ_SQL.format(
         spec=spec,
@@ -417,10 +402,9 @@ def read_sql() -> str:
 
 class _Prepared(NamedTuple):
     version: int
+    read: PreparedStatement
     claim: PreparedStatement
     succeed: PreparedStatement
-    read: PreparedStatement
-    late_claim: PreparedStatement
     succeed_unclaimed: PreparedStatement
 
 
@@ -438,26 +422,21 @@ def prepared() -> _Prepared:
     """The claim and success statements for the consumers registered now."""
     global _prepared
     if _prepared is None or _prepared.version != SEAM.version:
-        # CLAIM_MOVE is looked up now: a negative control may have replaced it
+        # read_sql() is built now: a negative control may have replaced its pause guard
         _prepared = _Prepared(
             SEAM.version,
+            _named("ledger_read", ("uuid", "timestamptz", "integer", "text"), read_sql()).before(
+                UNLOCK_PREVIOUS
+            ),
             _named(
                 "ledger_claim",
-                ("uuid", "timestamptz", "integer", "text", "uuid"),
+                ("uuid", "timestamptz", "integer", "text", "uuid", "timestamptz"),
                 CLAIM_MOVE.sql(),
             ),
             _named(
                 "ledger_succeed",
                 ("uuid", "integer", "text", "timestamptz", "jsonb"),
                 SUCCEED_MOVE.sql(),
-            ),
-            _named("ledger_read", ("uuid", "timestamptz", "integer", "text"), read_sql()).before(
-                UNLOCK_PREVIOUS
-            ),
-            _named(
-                "ledger_late_claim",
-                ("uuid", "timestamptz", "integer", "text", "uuid", "timestamptz"),
-                LATE_CLAIM_MOVE.sql(),
             ),
             _named(
                 "ledger_succeed_unclaimed",
@@ -469,31 +448,13 @@ def prepared() -> _Prepared:
 
 
 def __getattr__(name: str) -> PreparedStatement:
+    if name == "READ":
+        return prepared().read
     if name == "CLAIM":
         return prepared().claim
     if name == "SUCCEED":
         return prepared().succeed
     raise AttributeError(name)
-
-
-def claim_attempt(
-    conn: LedgerConnection,
-    task_id: uuid.UUID,
-    *,
-    worker: str,
-    instance: uuid.UUID | None,
-    now: datetime,
-    attempt: int | None,
-) -> ClaimedAttempt | None:
-    """queued/retrying -> running, with its event and run; the task's spec, or None.
-
-    ``attempt`` (when given) must be the next attempt, so a stale message cannot start a later one.
-    None also when the task's queue or this worker is paused (see :data:`PAUSE_GUARD`).
-    """
-    rows = conn.execute(
-        prepared().claim, (str(task_id), now, attempt, worker, str(instance) if instance else None)
-    )
-    return ClaimedAttempt._make(rows[0]) if rows else None
 
 
 def succeed_attempt(
@@ -513,9 +474,7 @@ def succeed_attempt(
     handed over right after through ``sessions`` (or later by the scheduler's sweep).
     """
     rows = conn.execute(prepared().succeed, (str(task_id), attempt, worker, now, result))
-    if rows and rows[0][-1] is not None and sessions is not None:
-        SEAM.drain(sessions, [rows[0][-1]])
-    return bool(rows)
+    return _handed_over(rows, sessions)
 
 
 def read_attempt(
@@ -553,7 +512,7 @@ def claim_started(
     running with its event and run, as the eager claim does. False if the task moved meanwhile
     (cancelled, expired)."""
     params = (str(task_id), started, attempt, worker, str(instance) if instance else None, now)
-    return bool(conn.execute(prepared().late_claim, params))
+    return bool(conn.execute(prepared().claim, params))
 
 
 def succeed_unclaimed(
@@ -579,7 +538,11 @@ def succeed_unclaimed(
         started,
         str(instance) if instance else None,
     )
-    rows = conn.execute(prepared().succeed_unclaimed, params)
+    return _handed_over(conn.execute(prepared().succeed_unclaimed, params), sessions)
+
+
+def _handed_over(rows: list[tuple], sessions: sessionmaker[Session] | None) -> bool:
+    """Whether a success moved; its outcome, if a consumer wants it, is handed over now."""
     if rows and rows[0][-1] is not None and sessions is not None:
         SEAM.drain(sessions, [rows[0][-1]])
     return bool(rows)
