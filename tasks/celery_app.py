@@ -175,12 +175,12 @@ def _attempt_of(request: dict) -> int | None:
 def _eager(request) -> bool:
     """Whether to claim the attempt before running it: the message was published again by the
     reconciler, or redelivered by the broker (its worker may have died running it)."""
+    if _LAZY_REPUBLISH:
+        return False
     headers = request.headers or {}
     delivery = request.delivery_info or {}
     claim = getattr(request, "ledger_claim", None) or headers.get("ledger_claim")
     redelivered = getattr(request, "redelivered", None) or headers.get("redelivered")
-    if _LAZY_REPUBLISH:
-        return False
     return claim == "eager" or bool(redelivered or delivery.get("redelivered"))
 
 

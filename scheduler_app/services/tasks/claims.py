@@ -3,10 +3,9 @@
 A worker reads and locks an attempt (``ledger.transitions.read_attempt``), runs it, and records
 the claim together with the outcome in one statement: one write per task instead of two, which is
 most of what the ledger costs a short task. An attempt that runs longer than ``claim_after``
-(a setting, 50 ms by default) is
-claimed on the way by this process's :class:`LateClaims` thread, so the ledger, ``explain``,
-cancel (which terminates a running attempt) and the detection of lost workers see it running,
-as they would have from its start. Its outcome then takes the usual running -> terminal move.
+(a setting, 50 ms by default) is claimed on the way by this process's :class:`LateClaims`
+thread, so the ledger, ``explain``, cancel (which terminates a running attempt) and the
+detection of lost workers see it running, as they would have from its start. Its outcome then takes the usual running -> terminal move.
 
 Every point where an attempt's fate is decided goes through :class:`Attempt` under its lock, so
 the thread's claim and the outcome never cross: the outcome waits for a claim under way, and a
@@ -64,8 +63,7 @@ class LateClaims:
     def __init__(self, record: Callable[[Attempt], bool], tick: float) -> None:
         self.record = record
         self.tick = tick
-        self._watched: dict[int, Attempt] = {}
-        self._deadlines: dict[int, float] = {}
+        self._watched: dict[int, tuple[float, Attempt]] = {}  # id -> (deadline, attempt)
         self._asleep = True
         self._wake = threading.Event()
         self._pid: int | None = None
@@ -75,22 +73,17 @@ class LateClaims:
         tick)."""
         if self._pid != os.getpid():  # none yet, or inherited from a parent: not running
             self._start()
-        key = id(attempt)
-        self._deadlines[key] = time.monotonic() + after
-        self._watched[key] = attempt
+        self._watched[id(attempt)] = (time.monotonic() + after, attempt)
         if self._asleep:  # read after the entry is in: a thread going to sleep sees one or other
             self._asleep = False
             self._wake.set()
 
     def done(self, attempt: Attempt) -> None:
         """Stop watching ``attempt`` (its outcome is being recorded)."""
-        key = id(attempt)
-        self._watched.pop(key, None)
-        self._deadlines.pop(key, None)
+        self._watched.pop(id(attempt), None)
 
     def _start(self) -> None:
         self._watched.clear()
-        self._deadlines.clear()
         self._asleep = True
         self._wake = threading.Event()
         self._pid = os.getpid()
@@ -107,10 +100,10 @@ class LateClaims:
                 continue
             time.sleep(self.tick)
             now = time.monotonic()
-            for key, attempt in list(self._watched.items()):
+            for deadline, attempt in list(self._watched.values()):
                 if attempt.decided or attempt.claimed or attempt.refused:
                     self.done(attempt)
-                elif self._deadlines.get(key, now) <= now:
+                elif deadline <= now:
                     self.done(attempt)
                     try:
                         attempt.claim(self.record)
