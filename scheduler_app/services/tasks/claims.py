@@ -5,7 +5,8 @@ the claim together with the outcome in one statement: one write per task instead
 most of what the ledger costs a short task. An attempt that runs longer than ``claim_after``
 (a setting, 50 ms by default) is claimed on the way by this process's :class:`LateClaims`
 thread, so the ledger, ``explain``, cancel (which terminates a running attempt) and the
-detection of lost workers see it running, as they would have from its start. Its outcome then takes the usual running -> terminal move.
+detection of lost workers see it running, as they would have from its start. Its outcome then
+takes the usual running -> terminal move.
 
 Every point where an attempt's fate is decided goes through :class:`Attempt` under its lock, so
 the thread's claim and the outcome never cross: the outcome waits for a claim under way, and a
