@@ -27,6 +27,25 @@ PG_ADMIN_DSN = os.environ.get(
 )
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU time (user + system) of one process so far; 0 if it is gone."""
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time so far of every PostgreSQL process of the machine (backends and background
+    writers: the bench's database shares them with whatever else runs)."""
+    return sum(
+        cpu_seconds(p)
+        for p in psutil.process_iter(["name"])
+        if "postgres" in (p.info["name"] or "")
+    )
+
+
 class BenchError(Exception):
     """A bench run could not set up or measure what it needed."""
 
@@ -98,18 +117,11 @@ class Child(Process):
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the process and its children."""
-        total = 0.0
         try:
             root = psutil.Process(self.pid)
-            for proc in (root, *root.children(recursive=True)):
-                try:
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-                except psutil.NoSuchProcess:
-                    continue
+            return sum(cpu_seconds(p) for p in (root, *root.children(recursive=True)))
         except psutil.NoSuchProcess:
-            pass
-        return total
+            return 0.0
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM the process group, SIGKILL it after ``timeout``."""

@@ -19,7 +19,7 @@ from bench.plan import Plan
 from bench.probes import celery_pending, set_consuming, time_drain
 from bench.raw_app import NOOP, SLEEP
 from bench.report import Row, Target
-from bench.services import BenchError, Child, wait_until
+from bench.services import BenchError, Child, cpu_seconds, postgres_cpu_seconds, wait_until
 
 TITLE = "execution"
 SUBMIT_CHUNK = 1000
@@ -68,29 +68,18 @@ class CpuSplit:
         for worker in workers:
             try:
                 root = psutil.Process(worker.pid)
-                main += _cpu(root)
-                pool += sum(_cpu(p) for p in root.children(recursive=True))
+                main += cpu_seconds(root)
+                pool += sum(cpu_seconds(p) for p in root.children(recursive=True))
             except psutil.NoSuchProcess:
                 continue
-        postgres = sum(
-            _cpu(p) for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres"
-        )
-        redis = _cpu(psutil.Process(env.redis.process.pid)) if env.redis.process else 0.0
-        return cls(main, pool, postgres, redis)
+        redis = cpu_seconds(psutil.Process(env.redis.process.pid)) if env.redis.process else 0.0
+        return cls(main, pool, postgres_cpu_seconds(), redis)
 
     def per_task_ms(self, before: CpuSplit, count: int) -> CpuSplit:
         """Milliseconds per task of each since ``before``."""
         return CpuSplit(
             *((a - b) / count * 1000 for a, b in zip(astuple(self), astuple(before), strict=True))
         )
-
-
-def _cpu(process: psutil.Process) -> float:
-    try:
-        times = process.cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return times.user + times.system
 
 
 def drain(

@@ -24,7 +24,7 @@ from bench.environment import OURS_QUEUE, Environment
 from bench.plan import Plan
 from bench.probes import celery_pending, set_consuming, time_drain
 from bench.report import Row, Target, percentile
-from bench.services import BenchError, wait_until
+from bench.services import BenchError, cpu_seconds, postgres_cpu_seconds, wait_until
 from scheduler_app.services.notifiers.dispatch import DELIVERY_NICE
 
 TITLE = "notifications"
@@ -101,16 +101,11 @@ def cpu_parts(env: Environment) -> dict[str, float]:
     """CPU seconds so far of the task worker, the scheduler, every PostgreSQL process and
     this process (the receiver's threads; the bench's own polling is the same with notify
     on or off)."""
-    pg = 0.0
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        if proc.info["name"] and "postgres" in proc.info["name"] and proc.info["cpu_times"]:
-            pg += proc.info["cpu_times"].user + proc.info["cpu_times"].system
-    me = psutil.Process().cpu_times()
     return {
         "worker": env.ours_worker.cpu_seconds(),
         "scheduler": env.scheduler.cpu_seconds(),
-        "postgres": pg,
-        "receiver": me.user + me.system,
+        "postgres": postgres_cpu_seconds(),
+        "receiver": cpu_seconds(psutil.Process()),
     }
 
 
