@@ -98,6 +98,7 @@ def _run(
     supervisor.check_stop()
 
     env = _child_env(database_url, broker_url, keys)
+    supervisor.stop_timeout = stop_timeout(env)
     env.setdefault("SCHEDULER_PUBLIC_URL", f"http://{HOST}:{port}")
     mail = None
     if not env.get("SCHEDULER_SMTP_HOST"):
@@ -267,6 +268,19 @@ def _children(
 def _worker_name(n: int, workers: int) -> str:
     """Worker ``n``'s Celery hostname (one worker keeps the name earlier runs stored)."""
     return "standalone@%h" if workers == 1 else f"standalone-{n}@%h"
+
+
+# What the supervisor waits beyond the workers' soft shutdown before it kills what is left: a
+# worker's running tasks get shutdown_timeout to finish and then are handed back to the broker,
+# which takes a moment; killed before, they wait for the reconciler instead.
+HAND_BACK_MARGIN = 10.0
+
+
+def stop_timeout(env: Mapping[str, str]) -> float:
+    """How long the supervisor lets its children stop: longer than a worker's soft shutdown."""
+    from scheduler_app.config import load_settings
+
+    return load_settings(environ=env).shutdown_timeout + HAND_BACK_MARGIN
 
 
 def _queues(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -31,3 +31,11 @@ def test_the_cli_refuses_zero_workers():
 
     result = CliRunner().invoke(manage.cli, ["standalone", "--workers", "0"])
     assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_the_supervisor_waits_longer_than_a_worker_soft_shutdown():
+    from scheduler_app.standalone import stop_timeout
+
+    # killed inside its soft shutdown, a worker could not hand its running tasks back
+    assert stop_timeout({}) > 25.0
+    assert stop_timeout({"SCHEDULER_SHUTDOWN_TIMEOUT": "90"}) > 90.0
