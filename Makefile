@@ -72,5 +72,5 @@ worker: install ## Run a worker on the default, high and low queues
 scheduler: install ## Run the scheduler (delayed tasks, reconciler)
 	$(PY) manage.py scheduler
 
-bench: install-dev ## Benchmark ours vs raw Celery, Dramatiq, RQ (< 10 min; BENCH_ARGS=--quick: < 1 min)
+bench: install-dev ## Benchmark ours vs raw Celery, Dramatiq, RQ (about 11 min; BENCH_ARGS=--quick: < 1 min)
 	$(PY) -m bench $(BENCH_ARGS)
