@@ -42,8 +42,17 @@ log = logging.getLogger(__name__)
 
 PRUNER_LOCK = 0x5C4ED0A7  # pg advisory lock: one pruner at a time
 VACUUM_EVERY = 60.0  # seconds between the pruner's own VACUUMs (prune_vacuum)
-# The tables a pass deletes rows from and VACUUMs (task_events' rows go with their partition).
-VACUUMED = ("tasks", "runs", "dead_letters", "workflows", "workflow_nodes", "deliveries")
+# The tables a pass deletes rows from and VACUUMs (task_events' rows go with their partition),
+# and task_outcomes, a queue whose every row is deleted once its consumers have it.
+VACUUMED = (
+    "tasks",
+    "runs",
+    "dead_letters",
+    "workflows",
+    "workflow_nodes",
+    "deliveries",
+    "task_outcomes",
+)
 # Counters rows (the ``counters`` table) holding how many rows the pruner removed, per table.
 COUNTER_PREFIX = "scheduler:pruned:"
 TABLES = ("tasks", "task_events", "runs", "dead_letters", "workflows", "deliveries")
