@@ -433,6 +433,56 @@ def test_service_monitor_matches_prometheus_operator_crd() -> None:
             for m in monitors.values()} == {"api", "flower"}  # fmt: skip
 
 
+def test_pod_monitor_scrapes_every_worker_and_scheduler_pod() -> None:
+    """Workers and schedulers have no Service: a PodMonitor (checked against the CRD's model,
+    strictly) scrapes the metrics port each of their pods serves, on all interfaces, and a
+    NetworkPolicy admits that port, and only that port, to them."""
+    try:
+        from cloudcoil.models.prometheus_operator.v1 import PodMonitor
+    except ImportError:
+        pytest.fail("pip install cloudcoil-models-prometheus-operator")
+
+    def round_trip(doc: dict[str, Any]) -> dict[str, Any]:
+        model = PodMonitor.model_validate(doc)
+        return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    docs = rendered("monitoring")
+    (monitor,) = [doc for doc in docs if doc["kind"] == "PodMonitor"]
+    assert round_trip(monitor) == monitor
+    misspelt = copy.deepcopy(monitor)
+    misspelt["spec"]["podMetricsEndpoints"][0]["intervall"] = "30s"
+    assert round_trip(misspelt) != misspelt, "negative control"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    selector = monitor["spec"]["selector"]
+    (expression,) = selector["matchExpressions"]
+    (metrics_policy,) = [
+        doc["spec"]
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "sched-scheduler-metrics"
+    ]
+    assert metrics_policy["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    for component, variable in (
+        ("worker", "SCHEDULER_WORKER_METRICS_PORT"),
+        ("scheduler", "SCHEDULER_SCHEDULER_METRICS_PORT"),
+    ):
+        assert component in expression["values"]
+        pod = find(docs, "Deployment", component)["spec"]["template"]
+        assert selector["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        (container,) = pod["spec"]["containers"]
+        (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env[variable] == str(port["containerPort"])
+        assert env["SCHEDULER_METRICS_BIND"] == "0.0.0.0"  # the pod IP, not only loopback
+        assert component in metrics_policy["podSelector"]["matchExpressions"][0]["values"]
+    # Monitoring off: no metrics port, nothing admitted to it.
+    for doc in rendered("default"):
+        if doc["kind"] == "Deployment":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            assert "metrics" not in [p["name"] for p in container.get("ports", [])]
+        assert doc["metadata"]["name"] != "sched-scheduler-metrics"
+
+
 def test_service_monitor_only_when_enabled() -> None:
     for example in EXAMPLES:
         enabled = values(example).get("serviceMonitor", {}).get("enabled", False)
