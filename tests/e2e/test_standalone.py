@@ -183,8 +183,11 @@ class Standalone:
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            # Now, not only the list taken earlier: a child restarted since (a worker) is
+            # in its own process group, and would outlive the SIGKILL below.
             with contextlib.suppress(psutil.Error):
-                self.children = self.children or _started_by(self.proc.pid, self.data_dir)
+                now = _started_by(self.proc.pid, self.data_dir)
+                self.children = list({p.pid: p for p in [*self.children, *now]}.values())
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         _terminate([*self.children, *_by_data_dir(self.data_dir)])
