@@ -398,26 +398,28 @@ def test_kubernetes_validate_rejects_an_unknown_field(tmp_path: Path) -> None:
     assert result.returncode != 0, report(result)
 
 
+def operator_round_trip(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` through the model generated from prometheus-operator's CRD of its kind, and back:
+    a field the CRD lacks is lost on the way."""
+    try:
+        from cloudcoil.models.prometheus_operator import v1
+    except ImportError:
+        pytest.fail("pip install cloudcoil-models-prometheus-operator")
+    model = getattr(v1, doc["kind"]).model_validate(doc)
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
 def test_service_monitor_matches_prometheus_operator_crd() -> None:
     """kubernetes-validate knows no CRDs: the ServiceMonitor goes through the models generated
     from prometheus-operator's CRD, strictly: a field the CRD lacks is lost on the round trip."""
-    try:
-        from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
-    except ImportError:
-        pytest.fail("pip install cloudcoil-models-prometheus-operator")
-
-    def round_trip(doc: dict[str, Any]) -> dict[str, Any]:
-        model = ServiceMonitor.model_validate(doc)
-        return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
     docs = rendered("monitoring")
     monitors = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "ServiceMonitor"}
     assert len(monitors) == 2  # the API (bearer token) and Flower (its basic auth)
     for monitor in monitors.values():
-        assert round_trip(monitor) == monitor
+        assert operator_round_trip(monitor) == monitor
         misspelt = copy.deepcopy(monitor)
         misspelt["spec"]["endpoints"][0]["intervall"] = "30s"
-        assert round_trip(misspelt) != misspelt, "negative control"
+        assert operator_round_trip(misspelt) != misspelt, "negative control"
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
         selector = monitor["spec"]["selector"]["matchLabels"]
@@ -437,21 +439,12 @@ def test_pod_monitor_scrapes_every_worker_and_scheduler_pod() -> None:
     """Workers and schedulers have no Service: a PodMonitor (checked against the CRD's model,
     strictly) scrapes the metrics port each of their pods serves, on all interfaces, and a
     NetworkPolicy admits that port, and only that port, to them."""
-    try:
-        from cloudcoil.models.prometheus_operator.v1 import PodMonitor
-    except ImportError:
-        pytest.fail("pip install cloudcoil-models-prometheus-operator")
-
-    def round_trip(doc: dict[str, Any]) -> dict[str, Any]:
-        model = PodMonitor.model_validate(doc)
-        return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
     docs = rendered("monitoring")
     (monitor,) = [doc for doc in docs if doc["kind"] == "PodMonitor"]
-    assert round_trip(monitor) == monitor
+    assert operator_round_trip(monitor) == monitor
     misspelt = copy.deepcopy(monitor)
     misspelt["spec"]["podMetricsEndpoints"][0]["intervall"] = "30s"
-    assert round_trip(misspelt) != misspelt, "negative control"
+    assert operator_round_trip(misspelt) != misspelt, "negative control"
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
     selector = monitor["spec"]["selector"]
