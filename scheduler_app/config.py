@@ -123,7 +123,8 @@ class Settings:
     login_max_failures: int = 10
     login_failure_window: float = 60.0
     # Schedules: after the scheduler was down, missed slots older than this are not caught up;
-    # the firing loop looks for due slots this often.
+    # the firing loop looks for due slots this often at least (it also wakes when the earliest
+    # schedule is due, so this bounds how soon a new or changed schedule is seen).
     catchup_window: float = 3600.0
     schedule_interval: float = 0.5
     # Retention (DESIGN.md section 9): seconds a finished task is kept, per terminal state,

@@ -10,6 +10,7 @@ Not to be confused with *schedules* (recurring firings, ``services/schedules``) 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ from sqlalchemy import text
 
 from scheduler_app.config import Settings
 from scheduler_app.db import make_engine, make_session_factory
+from scheduler_app.models.base import utcnow
 from scheduler_app.services.broker.dispatcher import Dispatcher, make_producer_app
 from scheduler_app.services.broker.reconciler import Reconciler
 from scheduler_app.services.dead_letters.service import purge_older_than
@@ -41,6 +43,11 @@ RETENTION_INTERVAL = 3600.0
 PRUNE_BACKLOG_PAUSE = 1.0  # between pruning passes while a backlog is left
 PARTITION_INTERVAL = 600.0  # task_events' partitions: created days ahead, so rarely is enough
 SWEEP_BATCH, SWEEP_BATCHES = 500, 8  # outcomes per transaction, transactions per sweep
+SCHEDULE_RECHECK = 0.05  # seconds before a schedule found due after a tick is looked at again
+
+# Negative control of test_a_slot_fires_at_its_time_not_a_tick_later (tests/e2e/test_schedules.py):
+# the loop fires schedules only every schedule_interval.
+_SCHEDULE_WAKE_REMOVED = "schedule_wake" in os.environ.get("SCHEDULER_TEST_REMOVE", "").split(",")
 
 
 class Scheduler:
@@ -105,6 +112,18 @@ class Scheduler:
         """Fire the due slots of recurring schedules (each slot once across processes)."""
         return self.schedules.tick()
 
+    def schedules_due_in(self) -> float | None:
+        """Seconds until the earliest schedule is due (None: none is), so that the loop fires
+        a slot at its time rather than up to ``schedule_interval`` later. One still due now
+        (another scheduler holds it, or a tick left slots for the next) is looked at again
+        after SCHEDULE_RECHECK, not in a busy loop."""
+        if _SCHEDULE_WAKE_REMOVED:
+            return None
+        due = self.schedules.next_due()
+        if due is None:
+            return None
+        return max(SCHEDULE_RECHECK, (due - utcnow()).total_seconds())
+
     def retain(self) -> int:
         """Drop dead letters past their retention."""
         return purge_older_than(self.sessions, self.settings.dlq_retention_days)
@@ -123,12 +142,13 @@ class Scheduler:
 
     def run(self) -> None:
         """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
-        jobs: list[tuple[Callable[[], int], float]] = [
-            (self.promote, self.settings.promoter_interval),
-            (self.sweep_outcomes, self.settings.promoter_interval),
-            (self.reconcile, self.settings.reconciler_interval),
-            (self.fire_schedules, self.settings.schedule_interval),
-            (self.retain, RETENTION_INTERVAL),
+        # (job, its period, when it wants to run again if sooner than its period)
+        jobs: list[tuple[Callable[[], int], float, Callable[[], float | None] | None]] = [
+            (self.promote, self.settings.promoter_interval, None),
+            (self.sweep_outcomes, self.settings.promoter_interval, None),
+            (self.reconcile, self.settings.reconciler_interval, None),
+            (self.fire_schedules, self.settings.schedule_interval, self.schedules_due_in),
+            (self.retain, RETENTION_INTERVAL, None),
         ]
         due = [0.0] * len(jobs)
         if self.settings.scheduler_metrics_port:
@@ -144,11 +164,14 @@ class Scheduler:
         log.info("scheduler started")
         while not self.stopping.is_set():
             now = time.monotonic()
-            for index, (job, interval) in enumerate(jobs):
+            for index, (job, interval, sooner) in enumerate(jobs):
                 if now >= due[index]:
                     due[index] = now + interval
                     try:
                         job()
+                        wait = sooner() if sooner is not None else None
+                        if wait is not None:
+                            due[index] = min(due[index], time.monotonic() + wait)
                     except Exception:
                         log.exception("scheduler job failed", extra={"job": job.__name__})
             self.stopping.wait(max(0.0, min(due) - time.monotonic()))

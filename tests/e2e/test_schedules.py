@@ -83,6 +83,30 @@ def test_interval_schedule_fires_on_time_and_its_tasks_run(stack, api):
     assert got["last_task_id"] is not None and got["last_run_at"] is not None
 
 
+# Negative control of test_a_slot_fires_at_its_time_not_a_tick_later: with
+# SCHEDULE_WAKE_NEGATIVE_CONTROL=1 the scheduler looks for due slots only every
+# schedule_interval (SCHEDULER_TEST_REMOVE=schedule_wake); the test then fails on late slots.
+WAKE_CONTROL = os.environ.get("SCHEDULE_WAKE_NEGATIVE_CONTROL") == "1"
+
+
+def test_a_slot_fires_at_its_time_not_a_tick_later(stack, api):
+    """With the firing loop's period at 5 s, a schedule every second still fires each slot
+    within a second of its time, one task per slot: the loop wakes when the earliest schedule
+    is due. (The first slot may be late: the schedule was created while the loop slept.)
+    """
+    env = {"SCHEDULER_SCHEDULE_INTERVAL": "5"}
+    if WAKE_CONTROL:
+        env["SCHEDULER_TEST_REMOVE"] = "schedule_wake"
+    stack.scheduler(**env)
+    schedule = _every_second(api, queue="low")  # nothing consumes low: tasks stay queued
+    wait_until(lambda: api.count(schedule["id"]) >= 5, 30, 0.1, message="five firings")
+    tasks = api.tasks(schedule["id"])[1:5]
+    lags = [round((t.created_at - t.run_at).total_seconds(), 3) for t in tasks]
+    assert max(lags) < 1.0, f"slots fired late: {lags} s after their time"
+    steps = [(b.run_at - a.run_at).total_seconds() for a, b in itertools.pairwise(tasks)]
+    assert steps == [1.0, 1.0, 1.0], f"slots skipped: {[t.run_at for t in tasks]}"
+
+
 def _stays(api: Api, schedule_id: str, seconds: float = 2.5) -> int:
     before = api.count(schedule_id)
     time.sleep(seconds)

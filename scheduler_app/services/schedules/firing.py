@@ -16,12 +16,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
@@ -96,6 +96,17 @@ def task_body(schedule: Schedule, slot: datetime) -> dict[str, Any]:
 
 
 @dataclass
+class _Chunk:
+    """What one transaction of a tick read, and the tasks its firings created."""
+
+    schedules: list[Schedule]
+    active: set[uuid.UUID]  # owners that are neither disabled nor deleted
+    unfinished: set[uuid.UUID]  # previous tasks not finished (and the ones fired here)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+
+
+@dataclass
 class ScheduleRunner:
     """Fires due slots; ``tick`` is the scheduler process's job, ``fire`` also serves trigger."""
 
@@ -122,28 +133,68 @@ class ScheduleRunner:
         fired = 0
         # Many due schedules share a transaction (one commit, not one per firing); each keeps
         # its row lock until that commit, and a process killed meanwhile fires none of them.
+        # What a firing reads (the schedules, their owners, their previous tasks) is read once
+        # per transaction, and its tasks are inserted and published together at its end.
         for start in range(0, len(ids), SCHEDULES_PER_TRANSACTION):
             with unit_of_work(self.tasks.sessions) as session:
-                for schedule_id in ids[start : start + SCHEDULES_PER_TRANSACTION]:
-                    fired += self._advance(session, schedule_id, now)
+                chunk = self._chunk(session, ids[start : start + SCHEDULES_PER_TRANSACTION])
+                for schedule in chunk.schedules:
+                    fired += self._advance(session, schedule, now, chunk)
+                    if self.unguarded:
+                        time.sleep(0.3)  # the negative control: a slow scheduler, txn open
+                self._insert(session, chunk.rows, chunk.lags)
         return fired
 
-    def _advance(self, session: Session, schedule_id: uuid.UUID, now: datetime) -> int:
-        query = select(Schedule).where(Schedule.id == schedule_id)
+    def _chunk(self, session: Session, ids: Sequence[uuid.UUID]) -> _Chunk:
+        """The schedules of one transaction, locked (those another process holds are skipped,
+        deleted ones are gone), with their owners' states and their previous tasks'."""
+        query = select(Schedule).where(Schedule.id.in_(ids)).order_by(Schedule.due_at)
         if not self.unguarded:
             query = query.with_for_update(skip_locked=True)
-        schedule = session.scalars(query).first()
-        if schedule is None:
-            return 0  # deleted, or another scheduler holds it right now
+        schedules = list(session.scalars(query))
+        owners = {s.owner_id for s in schedules}
+        active = set(
+            session.scalars(
+                select(Client.id).where(
+                    Client.id.in_(owners), Client.disabled.is_(False), Client.deleted_at.is_(None)
+                )
+            )
+        )
+        previous = [s.last_task_id for s in schedules if s.last_task_id is not None]
+        unfinished = set(
+            session.scalars(
+                select(Task.id).where(Task.id.in_(previous), Task.status.not_in(TERMINAL))
+            )
+            if previous
+            else ()
+        )
+        return _Chunk(schedules, active, unfinished)
+
+    def _insert(self, session: Session, rows: list[dict[str, Any]], lags: list[float]) -> None:
+        """Insert the firings' tasks; publish them and observe their lags after the commit."""
+        if not rows:
+            return
+        accepted = insert_tasks(session, rows)
+        after_commit(session, lambda: self.tasks.publish(accepted))
+        if lags:
+            after_commit(session, lambda: [observe_schedule_lag(lag) for lag in lags])
+
+    def next_due(self) -> datetime | None:
+        """When the earliest enabled schedule is due (its slot plus jitter), or None: one probe
+        of ix_schedules_due. The scheduler's loop wakes then instead of on its next tick."""
+        with self.tasks.sessions() as session:
+            return session.scalar(select(func.min(Schedule.due_at)).where(Schedule.enabled))
+
+    def _advance(self, session: Session, schedule: Schedule, now: datetime, chunk: _Chunk) -> int:
         fired = 0
-        if schedule.buffered_slot is not None and not self._previous_unfinished(session, schedule):
-            fired += self._release_buffered(session, schedule, now)
+        if schedule.buffered_slot is not None and not self._previous_unfinished(
+            session, schedule, chunk
+        ):
+            fired += self._release_buffered(session, schedule, now, chunk)
         if not schedule.enabled or schedule.due_at is None or schedule.due_at > now:
             return fired
         for slot, kind in self._slots_to_fire(schedule, now):
-            fired += self.fire(session, schedule, slot, kind, now)
-        if self.unguarded:
-            time.sleep(0.3)  # the negative control: a slow scheduler, transaction open
+            fired += self.fire(session, schedule, slot, kind, now, chunk)
         return fired
 
     def _slots_to_fire(self, schedule: Schedule, now: datetime) -> list[tuple[datetime, str]]:
@@ -170,14 +221,21 @@ class ScheduleRunner:
         return [(slot, "scheduled" if now - slot <= grace else "catchup") for slot in chosen]
 
     def fire(
-        self, session: Session, schedule: Schedule, slot: datetime, kind: str, now: datetime
+        self,
+        session: Session,
+        schedule: Schedule,
+        slot: datetime,
+        kind: str,
+        now: datetime,
+        chunk: _Chunk | None = None,
     ) -> int:
         """Fire one slot in the session's transaction: 1 when it created a task, else 0.
 
         A slot already in the ledger (another scheduler fired it) does nothing; overlap rules
-        apply to scheduled firings, not to manual ones.
+        apply to scheduled firings, not to manual ones. With a tick's ``chunk`` the task is
+        inserted with the chunk's others at the end of the transaction.
         """
-        if kind != "manual" and not self._owner_active(session, schedule):
+        if kind != "manual" and not self._owner_active(session, schedule, chunk):
             # A disabled or deleted client's schedules stop acting for it, as its tokens do.
             detail = "the schedule's owner is disabled or deleted"
             self._record(session, schedule, slot, "skipped", kind, None, now, detail)
@@ -185,7 +243,7 @@ class ScheduleRunner:
         overlapping = (
             kind != "manual"
             and schedule.overlap != "allow"
-            and self._previous_unfinished(session, schedule)
+            and self._previous_unfinished(session, schedule, chunk)
         )
         if overlapping:
             if schedule.overlap == "buffer_one" and schedule.buffered_slot is None:
@@ -195,7 +253,7 @@ class ScheduleRunner:
             detail = f"previous task {schedule.last_task_id} has not finished"
             self._record(session, schedule, slot, "skipped", kind, None, now, detail)
             return 0
-        return self._create_task(session, schedule, slot, kind, now)
+        return self._create_task(session, schedule, slot, kind, now, chunk)
 
     def _create_task(
         self,
@@ -204,6 +262,7 @@ class ScheduleRunner:
         slot: datetime,
         kind: str,
         now: datetime,
+        chunk: _Chunk | None,
         *,
         buffered: bool = False,
     ) -> int:
@@ -230,10 +289,14 @@ class ScheduleRunner:
             claimed = self._record(session, schedule, slot, "fired", kind, task_id, now)
         if not claimed:
             return 0  # another scheduler has fired this slot
-        accepted = insert_tasks(session, rows)
-        after_commit(session, lambda: self.tasks.publish(accepted))
-        if kind != "manual" and not buffered:  # a manual firing's slot is its own time
-            after_commit(session, lambda: observe_schedule_lag((now - slot).total_seconds()))
+        # a manual firing's slot is its own time
+        lags = [(now - slot).total_seconds()] if kind != "manual" and not buffered else []
+        if chunk is None:
+            self._insert(session, rows, lags)
+        else:
+            chunk.rows += rows
+            chunk.lags += lags
+            chunk.unfinished.add(task_id)
         schedule.last_run_at = slot
         schedule.last_task_id = task_id
         log.info(
@@ -242,21 +305,29 @@ class ScheduleRunner:
         )
         return 1
 
-    def _release_buffered(self, session: Session, schedule: Schedule, now: datetime) -> int:
+    def _release_buffered(
+        self, session: Session, schedule: Schedule, now: datetime, chunk: _Chunk
+    ) -> int:
         slot = schedule.buffered_slot
         schedule.buffered_slot = None
-        return self._create_task(session, schedule, slot, "scheduled", now, buffered=True)
+        return self._create_task(session, schedule, slot, "scheduled", now, chunk, buffered=True)
 
     @staticmethod
-    def _owner_active(session: Session, schedule: Schedule) -> bool:
+    def _owner_active(session: Session, schedule: Schedule, chunk: _Chunk | None) -> bool:
+        if chunk is not None:
+            return schedule.owner_id in chunk.active
         owner = session.execute(
             select(Client.disabled, Client.deleted_at).where(Client.id == schedule.owner_id)
         ).first()
         return owner is not None and not owner.disabled and owner.deleted_at is None
 
-    def _previous_unfinished(self, session: Session, schedule: Schedule) -> bool:
+    def _previous_unfinished(
+        self, session: Session, schedule: Schedule, chunk: _Chunk | None
+    ) -> bool:
         if schedule.last_task_id is None:
             return False
+        if chunk is not None:  # read with the chunk, or fired in it (not inserted yet)
+            return schedule.last_task_id in chunk.unfinished
         status = session.scalar(select(Task.status).where(Task.id == schedule.last_task_id))
         return status is not None and status not in TERMINAL
 
