@@ -1,6 +1,6 @@
-"""The scheduler process: releases delayed tasks, re-publishes lost ones, hands outcomes to
-their consumers (the deferred ones, and those whose process died before it could), and fires
-schedules, in one loop; prunes finished work past its retention and sends notifications
+"""The scheduler process: releases delayed tasks, re-publishes lost ones and hands outcomes to
+their consumers (the deferred ones, and those whose process died before it could), in one
+loop; fires schedules, prunes finished work past its retention and sends notifications
 (``notifiers.dispatch``), each in a thread of its own.
 
 Not to be confused with *schedules* (recurring firings, ``services/schedules``) or the
@@ -53,8 +53,8 @@ _SCHEDULE_WAKE_REMOVED = "schedule_wake" in os.environ.get("SCHEDULER_TEST_REMOV
 class Scheduler:
     def __init__(self, settings: Settings):
         self.settings = settings
-        # The loop, retention, and the delivery dispatcher's claims and records.
-        self.engine = make_engine(settings, pool_size=4, max_overflow=2)
+        # The loop, the schedules, retention, and the delivery dispatcher's claims and records.
+        self.engine = make_engine(settings, pool_size=5, max_overflow=2)
         self.sessions = make_session_factory(self.engine)
         self.dispatcher = Dispatcher(make_producer_app(settings))
         self.broker = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
@@ -142,13 +142,11 @@ class Scheduler:
 
     def run(self) -> None:
         """Loop until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
-        # (job, its period, when it wants to run again if sooner than its period)
-        jobs: list[tuple[Callable[[], int], float, Callable[[], float | None] | None]] = [
-            (self.promote, self.settings.promoter_interval, None),
-            (self.sweep_outcomes, self.settings.promoter_interval, None),
-            (self.reconcile, self.settings.reconciler_interval, None),
-            (self.fire_schedules, self.settings.schedule_interval, self.schedules_due_in),
-            (self.retain, RETENTION_INTERVAL, None),
+        jobs: list[tuple[Callable[[], int], float]] = [
+            (self.promote, self.settings.promoter_interval),
+            (self.sweep_outcomes, self.settings.promoter_interval),
+            (self.reconcile, self.settings.reconciler_interval),
+            (self.retain, RETENTION_INTERVAL),
         ]
         due = [0.0] * len(jobs)
         if self.settings.scheduler_metrics_port:
@@ -161,20 +159,21 @@ class Scheduler:
         # Deliveries in another: their calls wait on receivers, never on this loop.
         deliveries = threading.Thread(target=self._delivery_loop, name="deliveries", daemon=True)
         deliveries.start()
+        # Schedules in a third: a slot fires at its time, not after a reconciler pass.
+        schedules = threading.Thread(target=self._schedule_loop, name="schedules", daemon=True)
+        schedules.start()
         log.info("scheduler started")
         while not self.stopping.is_set():
             now = time.monotonic()
-            for index, (job, interval, sooner) in enumerate(jobs):
+            for index, (job, interval) in enumerate(jobs):
                 if now >= due[index]:
                     due[index] = now + interval
                     try:
                         job()
-                        wait = sooner() if sooner is not None else None
-                        if wait is not None:
-                            due[index] = min(due[index], time.monotonic() + wait)
                     except Exception:
                         log.exception("scheduler job failed", extra={"job": job.__name__})
             self.stopping.wait(max(0.0, min(due) - time.monotonic()))
+        schedules.join(timeout=10)
         retention.join(timeout=self.settings.prune_budget + 5)
         deliveries.join(timeout=2 * self.settings.webhook_timeout + 5)
         self.engine.dispose()
@@ -194,6 +193,18 @@ class Scheduler:
                 except Exception:
                     log.exception("scheduler job failed", extra={"job": job.__name__})
             self.stopping.wait(self.prune_interval())
+
+    def _schedule_loop(self) -> None:
+        """Fire due slots every schedule_interval, and as soon as the earliest is due."""
+        while not self.stopping.is_set():
+            wait: float | None = None
+            try:
+                self.fire_schedules()
+                wait = self.schedules_due_in()
+            except Exception:
+                log.exception("scheduler job failed", extra={"job": "fire_schedules"})
+            interval = self.settings.schedule_interval
+            self.stopping.wait(interval if wait is None else min(interval, wait))
 
     def _delivery_loop(self) -> None:
         while not self.stopping.is_set():

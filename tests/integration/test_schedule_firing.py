@@ -288,3 +288,58 @@ def test_two_schedulers_acting_on_one_slot_create_one_task(app, service, owner, 
                         " UNIQUE (schedule_id, slot)"
                     )
                 )
+
+
+@pytest.fixture
+def slot_key(app) -> Iterator[None]:
+    """The unique (schedule_id, slot) key; dropped for the test under NEGATIVE_CONTROL."""
+    engine = app.extensions["scheduler"].engine
+    if not NEGATIVE_CONTROL:
+        yield
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            text("ALTER TABLE schedule_runs DROP CONSTRAINT uq_schedule_runs_schedule_slot")
+        )
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM schedule_runs"))
+            conn.execute(
+                text(
+                    "ALTER TABLE schedule_runs ADD CONSTRAINT uq_schedule_runs_schedule_slot"
+                    " UNIQUE (schedule_id, slot)"
+                )
+            )
+
+
+def test_a_tick_drops_the_firing_of_a_slot_another_scheduler_recorded(
+    app, service, owner, clock, slot_key
+):
+    """A tick inserts its firings' slot rows together at the end of its transaction: a slot
+    another scheduler recorded meanwhile (it fired from a stale read) creates no second task,
+    and leaves its schedule's last task as it was; the tick's other firings still count.
+
+    Negative control: ``SCHEDULES_NEGATIVE_CONTROL=1 pytest -k another_scheduler_recorded``
+    drops the unique slot key first; the test then fails with two tasks for the slot.
+    """
+    taken = _interval(service, owner, overlap="allow")
+    other = _interval(service, owner, overlap="allow")
+    slot = taken.next_run_at
+    with unit_of_work(service.sessions) as session:  # the other scheduler's firing of it
+        session.add(
+            ScheduleRun(
+                schedule_id=taken.id, slot=slot, status="fired", kind="scheduled", task_id=None
+            )
+        )
+    service.runner.tick(slot + timedelta(seconds=1))  # (other tests' schedules may fire too)
+    assert _tasks(app, taken.id) == []
+    assert [t.run_at for t in _tasks(app, other.id)] == [other.next_run_at]
+    assert [r.slot for r in _runs(app, taken.id)] == [slot]
+    with service.sessions() as session:
+        from scheduler_app.models import Schedule
+
+        after = session.get(Schedule, taken.id)
+        assert after.last_task_id is None and after.last_run_at is None
+        assert after.next_run_at == slot + timedelta(seconds=60)

@@ -12,6 +12,7 @@ nothing: its transaction rolls back and the slots are still due for the others.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, inspect, or_, select, text
 from sqlalchemy.orm import Session
 
 from scheduler_app.config import Settings
@@ -49,6 +50,34 @@ ON_TIME_GRACE = 30.0
 MAX_SLOTS_PER_TICK = 100
 # Due schedules advanced in one transaction of a tick.
 SCHEDULES_PER_TRANSACTION = 50
+
+# A chunk's fired slots in one statement (``_settle``); a slot recorded already returns nothing.
+_RUNS_INSERT = text(
+    """
+    INSERT INTO schedule_runs (schedule_id, slot, status, kind, task_id, created_at)
+    SELECT schedule_id, slot, 'fired', kind, task_id, created_at
+    FROM jsonb_to_recordset(CAST(:runs AS jsonb))
+      AS r (schedule_id uuid, slot timestamptz, kind varchar, task_id uuid, created_at timestamptz)
+    ON CONFLICT DO NOTHING
+    RETURNING task_id
+    """
+)
+# What a tick changes on a schedule, written for a whole chunk in one statement (``_write``).
+ADVANCED = ("next_run_at", "due_at", "last_run_at", "last_task_id", "buffered_slot")
+_ADVANCED_SET = frozenset(ADVANCED)
+_ADVANCE = text(
+    f"""
+    UPDATE schedules SET {", ".join(f"{c} = r.{c}" for c in ADVANCED)}
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r (id uuid, next_run_at timestamptz,
+      due_at timestamptz, last_run_at timestamptz, last_task_id uuid, buffered_slot timestamptz)
+    WHERE schedules.id = r.id
+    """
+)
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+
 
 _RUN_INSERT = text(
     """
@@ -96,12 +125,26 @@ def task_body(schedule: Schedule, slot: datetime) -> dict[str, Any]:
 
 
 @dataclass
+class _Firing:
+    """A slot fired in a chunk, its slot's row not inserted yet."""
+
+    schedule: Schedule
+    slot: datetime
+    kind: str
+    task_id: uuid.UUID
+    rows: list[dict[str, Any]]
+    now: datetime
+    before: tuple[datetime | None, uuid.UUID | None]  # the schedule's last run and task before
+
+
+@dataclass
 class _Chunk:
     """What one transaction of a tick read, and the tasks its firings created."""
 
     schedules: list[Schedule]
     active: set[uuid.UUID]  # owners that are neither disabled nor deleted
     unfinished: set[uuid.UUID]  # previous tasks not finished (and the ones fired here)
+    firings: list[_Firing] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
 
@@ -142,8 +185,66 @@ class ScheduleRunner:
                     fired += self._advance(session, schedule, now, chunk)
                     if self.unguarded:
                         time.sleep(0.3)  # the negative control: a slow scheduler, txn open
+                fired -= self._settle(session, chunk)
                 self._insert(session, chunk.rows, chunk.lags)
+                self._write(session, chunk.schedules)
         return fired
+
+    @staticmethod
+    def _write(session: Session, schedules: list[Schedule]) -> None:
+        """Write what the tick changed on its schedules in one statement, not one UPDATE each
+        at the flush; a schedule changed in any other column is left to the flush."""
+        rows = []
+        for schedule in schedules:
+            changed = inspect(schedule).committed_state.keys()  # the attributes set since load
+            if changed and changed <= _ADVANCED_SET:
+                rows.append({"id": schedule.id, **{c: getattr(schedule, c) for c in ADVANCED}})
+                session.expunge(schedule)  # written: nothing left for the flush
+        if rows:
+            session.execute(_ADVANCE, {"rows": _json(rows)})
+
+    def _settle(self, session: Session, chunk: _Chunk) -> int:
+        """Insert the rows of the chunk's fired slots in one statement; a firing whose slot is
+        in the ledger already (another scheduler fired it from a stale read) is dropped with its
+        task. Returns how many were dropped."""
+        if not chunk.firings:
+            return 0
+        runs = [
+            {
+                "schedule_id": f.schedule.id,
+                "slot": f.slot,
+                "kind": f.kind,
+                "task_id": f.task_id,
+                "created_at": f.now,
+            }
+            for f in chunk.firings
+        ]
+        recorded = {
+            uuid.UUID(str(task_id))
+            for task_id in session.execute(_RUNS_INSERT, {"runs": _json(runs)}).scalars()
+        }
+        kept = [f for f in chunk.firings if f.task_id in recorded]
+        dropped = [f for f in chunk.firings if f.task_id not in recorded]
+        for schedule in {id(f.schedule): f.schedule for f in dropped}.values():
+            mine = [f for f in kept if f.schedule is schedule]
+            if mine:
+                schedule.last_run_at, schedule.last_task_id = mine[-1].slot, mine[-1].task_id
+            else:  # as before its first firing in this chunk
+                first = next(f for f in chunk.firings if f.schedule is schedule)
+                schedule.last_run_at, schedule.last_task_id = first.before
+        for firing in kept:
+            chunk.rows += firing.rows
+            if firing.kind != "manual":
+                chunk.lags.append((firing.now - firing.slot).total_seconds())
+            log.info(
+                "schedule fired",
+                extra={
+                    "schedule_id": str(firing.schedule.id),
+                    "slot": firing.slot.isoformat(),
+                    "kind": firing.kind,
+                },
+            )
+        return len(dropped)
 
     def _chunk(self, session: Session, ids: Sequence[uuid.UUID]) -> _Chunk:
         """The schedules of one transaction, locked (those another process holds are skipped,
@@ -276,6 +377,15 @@ class ScheduleRunner:
                 self._record(session, schedule, slot, "skipped", kind, None, now, detail)
             return 0
         task_id = rows[0]["id"]
+        if chunk is not None and not buffered:
+            # The slot's row is inserted with the chunk's others (``_settle``): its unique key
+            # still decides whether this firing counts; until then it counts as fired.
+            before = (schedule.last_run_at, schedule.last_task_id)
+            chunk.firings.append(_Firing(schedule, slot, kind, task_id, rows, now, before))
+            chunk.unfinished.add(task_id)
+            schedule.last_run_at = slot
+            schedule.last_task_id = task_id
+            return 1
         if buffered:
             claimed = session.execute(
                 text(
