@@ -230,7 +230,9 @@ class Pruner:
                 return Counter()
             try:
                 removed = self.prune(now)
-                if removed and not self.stop.is_set():
+                # Even a pass that pruned nothing: task_outcomes is a queue (a row in and out
+                # per ended task) and every move leaves a dead version of its task's row.
+                if not self.stop.is_set():
                     self.vacuum(conn)
                 return removed
             finally:
