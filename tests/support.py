@@ -469,3 +469,25 @@ def app_for(settings):
     application = create_app(settings)
     application.config["TESTING"] = True
     return application
+
+
+def stacks_of(pid: int) -> str:
+    """The Python stacks of a process and its children (py-spy dump), for a test's failure
+    message: what a worker that stopped making progress was doing."""
+    import psutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = []
+    try:
+        pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return f"process {pid} is gone"
+    for each in pids:
+        try:
+            done = subprocess.run(
+                [spy, "dump", "--pid", str(each)], capture_output=True, text=True, timeout=20
+            )
+            out.append(f"--- {each}\n{done.stdout}{done.stderr}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            out.append(f"--- {each}: {exc}")
+    return "\n".join(out)

@@ -17,7 +17,7 @@ from scheduler_app.models import Run
 from scheduler_app.services.broker.layout import UNACKED_KEY
 from scheduler_app.services.tasks.counters import CounterStore
 from scheduler_app.services.tasks.dispatches import dispatch_of
-from tests.support import wait_until
+from tests.support import stacks_of, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -124,7 +124,10 @@ def test_pool_process_killed_mid_task_is_retried(stack, client):
     wait_until(lambda: client.count("started", key) == 1, 10, 0.02, message="the task to start")
     for child in psutil.Process(worker.process.pid).children(recursive=True):
         child.send_signal(signal.SIGKILL)
-    done = client.wait(task["id"], timeout=40)
+    try:
+        done = client.wait(task["id"], timeout=40)
+    except AssertionError as exc:  # it timed out twice under a loaded CI run: say where it hung
+        raise AssertionError(f"{exc}\n{stacks_of(worker.process.pid)}") from exc
     assert done["status"] == "succeeded"
     assert done["attempts"] == 2
     assert client.count("completed", key) == 1
