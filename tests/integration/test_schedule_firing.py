@@ -19,8 +19,8 @@ from scheduler_app.services.schedules.service import ScheduleService
 from scheduler_app.services.schedules.slots import jitter_of
 from tests.support import TestDatabase, app_for, settings_for
 
-# Negative control of test_two_schedulers_acting_on_one_slot_create_one_task: set it to 1 and
-# the test drops the unique (schedule_id, slot) key first; the test then fails (two tasks).
+# Negative control of the tests that use the slot_key fixture: set it to 1 and
+# the fixture drops the unique (schedule_id, slot) key first; each then fails (two tasks).
 NEGATIVE_CONTROL = os.environ.get("SCHEDULES_NEGATIVE_CONTROL") == "1"
 
 
@@ -243,51 +243,34 @@ def test_patch_applies_to_the_next_firing(app, service, owner, clock):
     assert _tasks(app, schedule.id) == []
 
 
-def test_two_schedulers_acting_on_one_slot_create_one_task(app, service, owner, clock):
+def test_two_schedulers_acting_on_one_slot_create_one_task(app, service, owner, clock, slot_key):
     """Two scheduler processes that both read the schedule before either fired (a stale read)
     each try to fire the slot: the unique (schedule_id, slot) key lets one of them commit.
 
     Negative control: ``SCHEDULES_NEGATIVE_CONTROL=1 pytest -k two_schedulers_acting`` drops
     the key first, and this test fails with two tasks for the slot.
     """
-    engine = app.extensions["scheduler"].engine
-    if NEGATIVE_CONTROL:
-        with engine.begin() as conn:
-            conn.execute(
-                text("ALTER TABLE schedule_runs DROP CONSTRAINT uq_schedule_runs_schedule_slot")
-            )
-    try:
-        t0 = clock.at
-        schedule = _interval(service, owner, overlap="allow")
-        slot = schedule.next_run_at
-        now = t0 + timedelta(seconds=61)
-        sessions = service.sessions
-        from scheduler_app.models import Schedule
+    t0 = clock.at
+    schedule = _interval(service, owner, overlap="allow")
+    slot = schedule.next_run_at
+    now = t0 + timedelta(seconds=61)
+    sessions = service.sessions
+    from scheduler_app.models import Schedule
 
-        with unit_of_work(sessions) as late:
-            stale = late.get(Schedule, schedule.id)  # read before the other one fires
-            with unit_of_work(sessions) as first:
-                fired = service.runner.fire(
-                    first, first.get(Schedule, schedule.id), slot, "scheduled", now
-                )
-            assert fired == 1
-            again = service.runner.fire(late, stale, slot, "scheduled", now)
-        assert again == 0
-        with sessions() as session:
-            count = session.scalar(
-                select(func.count()).select_from(Task).where(Task.schedule_id == schedule.id)
+    with unit_of_work(sessions) as late:
+        stale = late.get(Schedule, schedule.id)  # read before the other one fires
+        with unit_of_work(sessions) as first:
+            fired = service.runner.fire(
+                first, first.get(Schedule, schedule.id), slot, "scheduled", now
             )
-        assert count == 1
-    finally:
-        if NEGATIVE_CONTROL:
-            with engine.begin() as conn:
-                conn.execute(text("DELETE FROM schedule_runs"))
-                conn.execute(
-                    text(
-                        "ALTER TABLE schedule_runs ADD CONSTRAINT uq_schedule_runs_schedule_slot"
-                        " UNIQUE (schedule_id, slot)"
-                    )
-                )
+        assert fired == 1
+        again = service.runner.fire(late, stale, slot, "scheduled", now)
+    assert again == 0
+    with sessions() as session:
+        count = session.scalar(
+            select(func.count()).select_from(Task).where(Task.schedule_id == schedule.id)
+        )
+    assert count == 1
 
 
 @pytest.fixture

@@ -124,6 +124,13 @@ def task_body(schedule: Schedule, slot: datetime) -> dict[str, Any]:
     return body
 
 
+def _log_fired(schedule: Schedule, slot: datetime, kind: str) -> None:
+    log.info(
+        "schedule fired",
+        extra={"schedule_id": str(schedule.id), "slot": slot.isoformat(), "kind": kind},
+    )
+
+
 @dataclass
 class _Firing:
     """A slot fired in a chunk, its slot's row not inserted yet."""
@@ -234,16 +241,8 @@ class ScheduleRunner:
                 schedule.last_run_at, schedule.last_task_id = first.before
         for firing in kept:
             chunk.rows += firing.rows
-            if firing.kind != "manual":
-                chunk.lags.append((firing.now - firing.slot).total_seconds())
-            log.info(
-                "schedule fired",
-                extra={
-                    "schedule_id": str(firing.schedule.id),
-                    "slot": firing.slot.isoformat(),
-                    "kind": firing.kind,
-                },
-            )
+            chunk.lags.append((firing.now - firing.slot).total_seconds())  # none is manual
+            _log_fired(firing.schedule, firing.slot, firing.kind)
         return len(dropped)
 
     def _chunk(self, session: Session, ids: Sequence[uuid.UUID]) -> _Chunk:
@@ -403,16 +402,12 @@ class ScheduleRunner:
         lags = [(now - slot).total_seconds()] if kind != "manual" and not buffered else []
         if chunk is None:
             self._insert(session, rows, lags)
-        else:
+        else:  # a buffered slot released by a tick: inserted with the chunk's tasks
             chunk.rows += rows
-            chunk.lags += lags
             chunk.unfinished.add(task_id)
         schedule.last_run_at = slot
         schedule.last_task_id = task_id
-        log.info(
-            "schedule fired",
-            extra={"schedule_id": str(schedule.id), "slot": slot.isoformat(), "kind": kind},
-        )
+        _log_fired(schedule, slot, kind)
         return 1
 
     def _release_buffered(
