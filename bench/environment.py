@@ -224,13 +224,13 @@ class Environment:
         concurrency: int = 2,
         **extra: str,
     ) -> Child:
-        """Start a Celery worker of ``side`` ("ours" or "raw", ``extra`` environment for ours);
-        wait with ``wait_ready``."""
+        """Start a Celery worker of ``side`` ("ours" or "raw") with ``extra`` environment; wait
+        with ``wait_ready``."""
         hostname = f"{name}-{uuid.uuid4().hex[:4]}@%h"
         app, env = (
             ("tasks.worker", self.ours_env(**extra))
             if side == "ours"
-            else ("bench.raw_worker", self.raw_env())
+            else ("bench.raw_worker", self.raw_env(**extra))
         )
         child = self.spawn(name, celery_worker_argv(app, queues, hostname, pool, concurrency), env)
         child.node = worker_name(hostname)

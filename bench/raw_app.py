@@ -8,9 +8,12 @@ same redis-server) for the latency rows; the no-op used for drain rates ignores 
 
 from __future__ import annotations
 
+import os
 import time
 
 from celery import Celery
+
+from scheduler_app.services.broker import redis_transport
 
 NOOP = "bench.noop"
 SLEEP = "bench.sleep"
@@ -18,6 +21,17 @@ STAMP = "bench.stamp"
 PART = "bench.part"  # a chord header task (its result is stored: a chord counts results)
 JOIN = "bench.join"  # the chord body: sums the header's results
 HOP = "bench.hop"  # one link of a chain: carries the gaps between links along
+# Raw Celery as its users get it: kombu's own Redis transport, also in the bench process, where
+# the platform's modules install ours under the "redis" alias. BENCH_RAW_TRANSPORT=ours gives a
+# raw worker the platform's transport instead (row 3j: what it buys raw Celery alone).
+STOCK_TRANSPORT = "kombu.transport.redis:Transport"
+
+
+def raw_transport() -> str:
+    """The transport class a raw app uses (see STOCK_TRANSPORT)."""
+    if os.environ.get("BENCH_RAW_TRANSPORT") == "ours":
+        return redis_transport.TRANSPORT
+    return STOCK_TRANSPORT
 
 
 def make_raw_app(broker_url: str, result_url: str | None = None) -> Celery:
@@ -25,6 +39,7 @@ def make_raw_app(broker_url: str, result_url: str | None = None) -> Celery:
     app = Celery("bench-raw", set_as_current=False)
     app.conf.update(
         broker_url=broker_url,
+        broker_transport=raw_transport(),
         result_backend=result_url,
         task_serializer="json",
         result_serializer="json",

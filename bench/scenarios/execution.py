@@ -22,6 +22,7 @@ from bench.report import Row, Target
 from bench.services import BenchError, Child, cpu_seconds, postgres_cpu_seconds, wait_until
 
 TITLE = "execution"
+RAW_TRANSPORT_QUEUE = "raw-transport"
 SUBMIT_CHUNK = 1000
 
 
@@ -159,13 +160,21 @@ def run(env: Environment, plan: Plan) -> list[Row]:
     unwritten = Row(
         "3i", "row 3a with our outcome write switched off (read and lock only) vs raw", "tasks/s"
     )
+    transport = Row(
+        "3j",
+        "row 3a's raw Celery on our Redis transport vs on kombu's (one client per channel)",
+        "tasks/s",
+    )
     # Measurement only: this worker records no outcome (the tasks stay queued; cancelled below).
     no_writes = env.start_worker("ours", "ours-nowrite", "low", BENCH_OUTCOME_WRITE="off")
+    raw_ours_transport = env.start_worker(
+        "raw", "raw-transport", RAW_TRANSPORT_QUEUE, BENCH_RAW_TRANSPORT="ours"
+    )
     solo_workers = {
         "ours": [env.start_worker("ours", f"ours-solo{i}", "high", "solo", 1) for i in range(2)],
         "raw": [env.start_worker("raw", f"raw-solo{i}", "raw-solo", "solo", 1) for i in range(2)],
     }
-    env.wait_ready(*solo_workers["ours"], *solo_workers["raw"], no_writes)
+    env.wait_ready(*solo_workers["ours"], *solo_workers["raw"], no_writes, raw_ours_transport)
     try:
         for _ in range(plan.reps):
             for side, worker, queue in (
@@ -180,6 +189,11 @@ def run(env: Environment, plan: Plan) -> list[Row]:
             result, _, _ = drain(env, "ours", [no_writes], "low", plan.drain_tasks, expect="queued")
             unwritten.ours.append(result.rate)
             unwritten.raw.append(prefork.raw[-1])
+            result, _, _ = drain(
+                env, "raw", [raw_ours_transport], RAW_TRANSPORT_QUEUE, plan.drain_tasks
+            )
+            transport.ours.append(result.rate)
+            transport.raw.append(prefork.raw[-1])
             result, _, _ = drain(env, "ours", solo_workers["ours"], "high", plan.drain_tasks)
             solo.ours.append(result.rate)
             result, _, _ = drain(env, "raw", solo_workers["raw"], "raw-solo", plan.drain_tasks)
@@ -191,18 +205,22 @@ def run(env: Environment, plan: Plan) -> list[Row]:
                 result, _, _ = drain(env, side, [worker], queue, plan.sleep_tasks, sleep=0.02)
                 getattr(slow, side).append(result.rate)
     finally:
-        for worker in (*solo_workers["ours"], *solo_workers["raw"], no_writes):
+        for worker in (*solo_workers["ours"], *solo_workers["raw"], no_writes, raw_ours_transport):
             env.retire(worker)
     prefork.note = (
         f"{plan.drain_tasks} tasks queued per repetition while the workers did not consume, timed "
         "from the first completion to the last; ours = demo.echo through the ledger"
     )
     slow.note = (
-        "3h: demo.sleep 0.02 s vs a raw 20 ms sleep, on 3a's workers: what the ledger costs a task "
+        "demo.sleep 0.02 s vs a raw 20 ms sleep, on 3a's workers: what the ledger costs a task "
         "that waits on I/O (at most 2 / 0.02 s = 100 tasks/s on either side)"
     )
     unwritten.note = (
-        "3i: ours = a worker with BENCH_OUTCOME_WRITE=off (measurement only: its tasks "
+        "ours = a worker with BENCH_OUTCOME_WRITE=off (measurement only: its tasks "
         "stay queued and are cancelled after each drain), raw = the raw drain of 3a"
     )
-    return [prefork, cpu, solo, *split_rows.values(), slow, unwritten]
+    transport.note = (
+        "ours = a raw worker (BENCH_RAW_TRANSPORT=ours) on services/broker/redis_transport.py, "
+        "which every process of ours uses; raw = the raw drain of 3a (kombu's transport)"
+    )
+    return [prefork, cpu, solo, *split_rows.values(), slow, unwritten, transport]

@@ -17,8 +17,8 @@ from bench.report import Row, Target, render
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = {
-    "1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c", "3d", "3e", "3f", "3g", "3h", "3i", "4a", "4b",
-    "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d",
+    "1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c", "3d", "3e", "3f", "3g", "3h", "3i", "3j",
+    "4a", "4b", "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b", "7c", "7d",
     "8a", "8b", "8c", "9a", "9b", "9c", "9d", "9e", "10a", "10b", "10c",
     "12a", "12b", "12c", "12d", "12e",
 }  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler_app.config import Settings
+from scheduler_app.services.broker import redis_transport
 from scheduler_app.services.broker.layout import PRIORITY_STEPS, SEP
 
 # DESIGN: API priority 0..9 with 9 first; Celery on Redis pops priority 0 first.
@@ -17,6 +18,7 @@ def to_broker_priority(priority: int) -> int:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings of every process of the platform."""
+    redis_transport.install()
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend or None,
