@@ -135,6 +135,13 @@ def drain(
     return result, cpu / count * 1000, split
 
 
+def paired(row: Row) -> str:
+    """The ratio of each repetition's two drains, which ran one after the other: on a machine
+    whose speed drifts between repetitions these say more than the ratio of the medians."""
+    ratios = [f"{o / r:.3f}" for o, r in zip(row.ours, row.raw, strict=False) if r]
+    return f"ours/raw per repetition: {', '.join(ratios) or 'n/a'}"
+
+
 def run(env: Environment, plan: Plan) -> list[Row]:
     """Rows 3a to 3i."""
     prefork = Row(
@@ -209,8 +216,10 @@ def run(env: Environment, plan: Plan) -> list[Row]:
             env.retire(worker)
     prefork.note = (
         f"{plan.drain_tasks} tasks queued per repetition while the workers did not consume, timed "
-        "from the first completion to the last; ours = demo.echo through the ledger"
+        "from the first completion to the last; ours = demo.echo through the ledger; "
+        f"{paired(prefork)}"
     )
+    solo.note = paired(solo)
     slow.note = (
         "demo.sleep 0.02 s vs a raw 20 ms sleep, on 3a's workers: what the ledger costs a task "
         "that waits on I/O (at most 2 / 0.02 s = 100 tasks/s on either side)"
@@ -221,6 +230,7 @@ def run(env: Environment, plan: Plan) -> list[Row]:
     )
     transport.note = (
         "ours = a raw worker (BENCH_RAW_TRANSPORT=ours) on services/broker/redis_transport.py, "
-        "which every process of ours uses; raw = the raw drain of 3a (kombu's transport)"
+        "which every process of ours uses; raw = the raw drain of 3a (kombu's transport); "
+        f"{paired(transport)}"
     )
     return [prefork, cpu, solo, *split_rows.values(), slow, unwritten, transport]
