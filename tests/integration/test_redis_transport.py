@@ -41,7 +41,7 @@ def test_every_process_config_resolves_redis_urls_to_our_transport(redis_server)
         assert Connection(url).get_transport_cls() is redis_transport.Transport
 
 
-def test_rediss_still_means_tls(redis_server):
+def test_rediss_still_means_tls():
     """The scheme, not our class name, still decides TLS (kombu's default for rediss://)."""
     redis_transport.install()
     conn = Connection("rediss://127.0.0.1:6390/0")
