@@ -82,6 +82,9 @@ class Settings:
     # together with its outcome if it ends before: one ledger write per short task instead of
     # two (services/tasks/claims.py). 0: every attempt is claimed before it runs.
     claim_after: float = 0.05
+    # A worker process runs up to this many messages of short task types a batch: one ledger
+    # read and one write for all of them (services/tasks/batching.py). 1: one at a time.
+    worker_batch: int = 16
     # SIGTERM: finish in-flight work for this long, then requeue it (Celery soft shutdown).
     # Keep the Kubernetes terminationGracePeriodSeconds above it (see README).
     shutdown_timeout: float = 25.0
@@ -343,6 +346,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("webhook_concurrency must be between 1 and 256")
     if not 0 <= settings.claim_after <= 60:
         raise ConfigError("claim_after must be between 0 and 60 seconds")
+    if not 1 <= settings.worker_batch <= 256:
+        raise ConfigError("worker_batch must be between 1 and 256")
     if settings.webhook_timeout <= 0:
         raise ConfigError("webhook_timeout must be above 0")
     from scheduler_app.services.outbound.policy import Allowlist  # stdlib only; no cycle

@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -18,10 +19,12 @@ from scheduler_app.db import make_engine, make_session_factory
 from scheduler_app.logs import bind_context, configure_logging
 from scheduler_app.services.broker.celery_config import celery_config
 from scheduler_app.services.broker.dispatcher import Dispatcher
+from scheduler_app.services.broker.layout import RedisLayout
 from scheduler_app.services.ledger.connection import LedgerConnection
 from scheduler_app.services.metrics import multiproc
 from scheduler_app.services.metrics.process import PoolCollector, attempt_metrics, serve
-from scheduler_app.services.tasks.execution import Executor
+from scheduler_app.services.tasks.batching import Batcher, batch_activity
+from scheduler_app.services.tasks.execution import AttemptResult, Executor
 from scheduler_app.services.workers.controls import Controls, read_controls
 from scheduler_app.services.workers.registry import WorkerRegistry
 from scheduler_app.services.workflows.advance import bind_dispatcher
@@ -46,6 +49,50 @@ class WorkerRuntime:
     _executor: Executor | None = field(default=None, repr=False)
     _engine: object = field(default=None, repr=False)
     _ledger: LedgerConnection | None = field(default=None, repr=False)
+    _batcher: Batcher | None = field(default=None, repr=False)
+    _broker: object = field(default=None, repr=False)
+
+    @property
+    def batcher(self) -> Batcher | None:
+        """This process's batches, where they can run: a prefork pool process or a solo worker
+        (tasks run in the main thread; a thread or green pool runs several at once)."""
+        settings = self.settings
+        if settings.worker_batch <= 1 or settings.claim_after <= 0:
+            return None
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if self._batcher is None:
+            self._batcher = Batcher(
+                self.executor,
+                self.broker,
+                size=settings.worker_batch,
+                budget=settings.claim_after,
+                timeout_error=(SoftTimeLimitExceeded,),
+                terminable=self.pool_process,
+            )
+            self._batcher.forget_process()
+        return self._batcher
+
+    # Set in a prefork pool process (worker_process_init): one whose death the main process sees.
+    pool_process: bool = False
+
+    def broker(self):
+        """This process's Redis client and kombu's keys for the batches' takes and acks."""
+        if self._broker is None or self._broker[0] != os.getpid():
+            connection = self.app.connection_for_write()
+            channel = connection.default_channel
+            layout = RedisLayout.of_channel(channel, delivery_mode=2)
+            self._broker = (
+                os.getpid(),
+                connection,
+                (
+                    channel._create_client(),
+                    channel.unacked_index_key,
+                    channel.unacked_key,
+                    layout.queue_keys,
+                ),
+            )
+        return self._broker[2]
 
     @property
     def executor(self) -> Executor:
@@ -88,6 +135,8 @@ class WorkerRuntime:
         self._engine = None
         self._ledger = None  # an inherited connection stays open for its owner, the parent
         self._executor = None
+        self._batcher = None
+        self._broker = None  # likewise the parent's broker connection
 
     def close(self) -> None:
         """Close this process's ledger connection (a pool process exits)."""
@@ -116,12 +165,19 @@ class WorkerRuntime:
             if self.controls is not None and self.stored_controls(name) != self.controls.applied:
                 self.controls.ask(self.app)
 
+        def batches() -> tuple[list[uuid.UUID], int]:
+            # the extras running long in this worker's processes, and how many extras ran
+            pids = {os.getpid(), *(consumer.pool.info.get("processes") or ())}
+            keep = max(self.settings.worker_timeout * 10, 600)
+            return batch_activity(self.broker()[0], self.instance, pids, keep)
+
         self.heartbeat = Heartbeat(
             registry,
             self.instance,
             self.settings.heartbeat_interval,
             concurrency=lambda: consumer_controls.pool_size(consumer),
             after_beat=check_controls,
+            batches=batches if self.settings.worker_batch > 1 else None,
         )
         self.heartbeat.start()
 
@@ -216,18 +272,31 @@ def run_ledger_task(self: LedgerTask, task_id: str) -> str:
     request_id = getattr(request, "request_id", None) or headers.get("request_id")
     attempt = getattr(request, "ledger_attempt", None) or headers.get("ledger_attempt")
     worker = request.hostname or socket.gethostname()
+    attempt = int(attempt) if attempt else None
+    eager = _eager(request)
+    runtime = self.runtime
     with bind_context(task_id=task_id, request_id=request_id, task=self.name):
-        result = self.runtime.executor.run(
-            task_id,
-            worker,
-            attempt=int(attempt) if attempt else None,
-            timeout_error=(SoftTimeLimitExceeded,),
-            eager=_eager(request),
-        )
+        batcher = runtime.batcher
+        queue = (request.delivery_info or {}).get("routing_key")
+        if batcher is not None and queue and batcher.wants(self.name, eager=eager):
+            batch = batcher.run(self.name, task_id, worker, attempt, queue)
+            result, paused = batch.first, batch.paused
+        else:
+
+            def run() -> AttemptResult:
+                return runtime.executor.run(
+                    task_id,
+                    worker,
+                    attempt=attempt,
+                    timeout_error=(SoftTimeLimitExceeded,),
+                    eager=eager,
+                )
+
+            result = run() if batcher is None else batcher.run_one(self.name, run)
+            paused = result.status in ("held", "handed_back")
         log.debug("attempt finished", extra={"result": result.status})
-    if result.status in ("held", "handed_back"):
+    if paused:
         # A pause this worker has not applied yet: have its consumer stop fetching.
-        runtime = self.runtime
         if runtime.controls is None or runtime.controls.hostname != worker:
             runtime.controls = consumer_controls.ConsumerControls(worker, ())
         runtime.controls.ask(self.app)
@@ -267,6 +336,7 @@ def create_celery_app(settings: Settings) -> Celery:
     @signals.worker_process_init.connect(weak=False)
     def _reset_after_fork(**_):
         runtime.reset()
+        runtime.pool_process = True
         gc.freeze()  # the inherited heap lives as long as the process: keep it out of GC passes
 
     @signals.worker_process_shutdown.connect(weak=False)

@@ -36,6 +36,7 @@ class Heartbeat(threading.Thread):
         *,
         concurrency: Callable[[], int | None] = lambda: None,
         after_beat: Callable[[], None] = lambda: None,
+        batches: Callable[[], tuple[list[uuid.UUID], int]] | None = None,
     ):
         super().__init__(name="ledger-heartbeat", daemon=True)
         self.registry = registry
@@ -43,17 +44,23 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.concurrency = concurrency  # the pool's size now (scaling changes it)
         self.after_beat = after_beat  # e.g. check the stored controls were applied
+        # () -> (extras running long in this worker's batches, extras run): its pool processes
+        # run them, so Celery's state in this process does not know them
+        self.batches = batches
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
             try:
-                self.registry.beat(
-                    self.instance,
-                    active_task_ids(),
-                    sum(state.total_count.values()),
-                    concurrency=self.concurrency(),
-                )
+                active, processed = active_task_ids(), sum(state.total_count.values())
+                if self.batches is not None:
+                    try:
+                        extras, ran = self.batches()
+                    except Exception:
+                        log.warning("could not read the batches' extras", exc_info=True)
+                    else:
+                        active, processed = active + extras, processed + ran
+                self.registry.beat(self.instance, active, processed, concurrency=self.concurrency())
                 self.after_beat()
             except Exception:
                 log.exception("heartbeat failed")

@@ -63,7 +63,10 @@ class PreparedStatement:
 
     @cached_property
     def execute_sql(self) -> str:
-        execute = f"EXECUTE {self.name} ({', '.join(['%s'] * len(self.types))})"
+        # psycopg2 sends a list as ARRAY[...] of its elements' types (text for strings, which
+        # Postgres does not coerce to uuid[] or jsonb[] on its own): arrays say their type.
+        params = ", ".join(f"%s::{t}" if t.endswith("[]") else "%s" for t in self.types)
+        execute = f"EXECUTE {self.name} ({params})"
         return f"{self.prefix}; {execute}" if self.prefix else execute
 
 

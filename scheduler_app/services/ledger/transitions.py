@@ -74,6 +74,8 @@ class Move:
     # at ``via_at``, and its run inserted already closed.
     via: TaskStatus | None = None
     via_at: str = "clock_timestamp()"
+    # A FROM item of the UPDATE (several tasks, each with values of its own: see SUCCEED_MANY).
+    source: str | None = None
 
     def sql(self, seam: OutcomeSeam = SEAM) -> str:
         """The statement: returns ``id, attempts, *returning`` and, if terminal, ``outcome_id``."""
@@ -90,7 +92,9 @@ class Move:
         guard = f"(status IN ({_sources(self.via or to, self.only_from)})) IS TRUE"
         where = " AND ".join([self.rows, guard, *self.guards])
         ctes = [
-            f"moved AS (\n    UPDATE tasks SET {sets}\n    WHERE {where}\n"
+            f"moved AS (\n    UPDATE tasks SET {sets}\n"
+            + (f"    FROM {self.source}\n" if self.source else "")
+            + f"    WHERE {where}\n"
             f"    RETURNING {', '.join(dict.fromkeys(returned))}\n)",
             self._event_sql(),
         ]
@@ -148,7 +152,7 @@ class Move:
         )
         return (
             f"{head}    SELECT id, step.at, step.status, attempts, {self.worker}, step.detail\n"
-            f"    FROM moved, (VALUES {steps}) AS step (at, status, detail)\n)"
+            f"    FROM moved, LATERAL (VALUES {steps}) AS step (at, status, detail)\n)"
         )
 
     def _run_sql(self) -> str:
@@ -334,10 +338,18 @@ SUCCEED_MOVE = Move(
 READ_SQL = (
     "SELECT id, attempts + 1, {spec}, coalesce(started_at, $2),\n"
     "  CASE WHEN ({claimable}) IS TRUE AND (expires_at IS NULL OR expires_at > $2)\n"
-    "    AND ($3 IS NULL OR attempts = $3 - 1) AND {pauses}\n"
+    "    AND ({attempt} IS NULL OR attempts = {attempt} - 1) AND {pauses}\n"
     "  THEN {lock} END\n"
-    "FROM tasks WHERE id = $1"
+    "FROM {rows}"
 )
+# The read of one message's attempt ($1 id, $3 its attempt), and of a batch's (arrays of ids and
+# attempts, in the batch's order; services/tasks/batching.py).
+READ_ONE = {"attempt": "$3", "rows": "tasks WHERE id = $1"}
+READ_MANY = {
+    "attempt": "m_attempt",
+    "rows": "unnest($1, $3) WITH ORDINALITY AS m (m_id, m_attempt, m_at)\n"
+    "JOIN tasks ON tasks.id = m_id ORDER BY m_at",
+}
 ATTEMPT_LOCK = "pg_try_advisory_lock(hashtextextended(id::text, attempts + 1))"
 # Before each read, on the same round trip: the previous attempt's lock.
 UNLOCK_PREVIOUS = "SELECT pg_advisory_unlock_all()"
@@ -389,7 +401,12 @@ def _lock_removed() -> bool:
     return "claim_lock" in os.environ.get("SCHEDULER_TEST_REMOVE", "").split(",")
 
 
-def read_sql() -> str:
+def _dedupe_removed() -> bool:
+    """Negative control of tests/e2e/test_batching.py: a batch may read an attempt twice."""
+    return "batch_dedupe" in os.environ.get("SCHEDULER_TEST_REMOVE", "").split(",")
+
+
+def read_sql(rows: Mapping[str, str] = READ_ONE) -> str:
     """The read: PAUSE_GUARD is looked up now (tests/pause_control.py replaces it)."""
     spec = ", ".join(ClaimedAttempt._fields[2:-1])
     return READ_SQL.format(
@@ -397,7 +414,44 @@ def read_sql() -> str:
         claimable=f"status IN ({_sources(TaskStatus.RUNNING)})",
         pauses=PAUSE_GUARD,
         lock="true" if _lock_removed() else ATTEMPT_LOCK,
+        **rows,
     )
+
+
+# The successes of a batch's unclaimed attempts in one statement: SUCCEED_UNCLAIMED_MOVE with
+# each row's own values (arrays, one element per attempt), fenced by its attempt number as one.
+# $1 ids, $2 attempts, $3 started, $4 finished, $5 results, $6 worker, $7 instance, $8 now
+SUCCEED_MANY_MOVE = Move(
+    TaskStatus.SUCCEEDED,
+    rows="id = b_id",
+    source="unnest($1, $2, $3, $4, $5) AS b (b_id, b_attempt, b_started, b_finished, b_result)",
+    set=(
+        ("attempts", "b_attempt"),
+        ("started_at", "coalesce(started_at, b_started)"),
+        ("finished_at", "b_finished"),
+        ("result", "b_result"),
+        ("error_type", "NULL"),
+        ("error_message", "NULL"),
+    ),
+    guards=("attempts = b_attempt - 1",),
+    returning=("b_started", "b_finished"),
+    worker="$6",
+    event_at="clock_timestamp() - ($8 - b_finished)",
+    via=TaskStatus.RUNNING,
+    via_at="clock_timestamp() - ($8 - b_started)",
+    run=(
+        ("worker", "$6"),
+        ("worker_instance", "$7"),
+        ("status", "'succeeded'"),
+        ("started_at", "b_started"),
+        ("finished_at", "b_finished"),
+    ),
+)
+# Give back the locks of attempts read but not run (a batch cut short): $1 ids, $2 attempts.
+UNLOCK_SQL = (
+    "SELECT pg_advisory_unlock(hashtextextended(m_id::text, m_attempt))"
+    " FROM unnest($1, $2) AS m (m_id, m_attempt)"
+)
 
 
 class _Prepared(NamedTuple):
@@ -406,6 +460,9 @@ class _Prepared(NamedTuple):
     claim: PreparedStatement
     succeed: PreparedStatement
     succeed_unclaimed: PreparedStatement
+    read_many: PreparedStatement
+    succeed_many: PreparedStatement
+    unlock: PreparedStatement
 
 
 _prepared: _Prepared | None = None
@@ -443,6 +500,26 @@ def prepared() -> _Prepared:
                 ("uuid", "integer", "text", "timestamptz", "jsonb", "timestamptz", "uuid"),
                 SUCCEED_UNCLAIMED_MOVE.sql(),
             ),
+            _named(
+                "ledger_read_many",
+                ("uuid[]", "timestamptz", "integer[]", "text"),
+                read_sql(READ_MANY),
+            ).before(UNLOCK_PREVIOUS),
+            _named(
+                "ledger_succeed_many",
+                (
+                    "uuid[]",
+                    "integer[]",
+                    "timestamptz[]",
+                    "timestamptz[]",
+                    "jsonb[]",
+                    "text",
+                    "uuid",
+                    "timestamptz",
+                ),
+                SUCCEED_MANY_MOVE.sql(),
+            ),
+            _named("ledger_unlock", ("uuid[]", "integer[]"), UNLOCK_SQL),
         )
     return _prepared
 
@@ -546,3 +623,77 @@ def _handed_over(rows: list[tuple], sessions: sessionmaker[Session] | None) -> b
     if rows and rows[0][-1] is not None and sessions is not None:
         SEAM.drain(sessions, [rows[0][-1]])
     return bool(rows)
+
+
+def read_attempts(
+    conn: LedgerConnection,
+    messages: Sequence[tuple[uuid.UUID, int | None]],
+    *,
+    worker: str,
+    now: datetime,
+) -> dict[uuid.UUID, tuple[ClaimedAttempt, bool | None]]:
+    """``read_attempt`` for several messages (task id, attempt) in one statement: each found
+    task's spec and whether this connection now holds its attempt's lock (absent: not found).
+
+    The ids must be distinct: this connection's lock is re-entrant, so a second message for the
+    same attempt in one read would find it "locked by us" and run it twice.
+    """
+    ids = [str(task_id) for task_id, _ in messages]
+    if len(set(ids)) != len(ids) and not _dedupe_removed():
+        raise ValueError("read_attempts needs distinct task ids")
+    rows = conn.execute(prepared().read_many, (ids, now, [a for _, a in messages], worker))
+    found = {}
+    for row in rows:
+        *spec, locked = row
+        claimed = ClaimedAttempt._make(spec)
+        found[uuid.UUID(str(claimed.id))] = (claimed, locked)
+    return found
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An unclaimed attempt that ran to success, waiting to be recorded with others."""
+
+    task_id: uuid.UUID
+    attempt: int
+    started: datetime
+    finished: datetime
+    result: str  # JSON text
+
+
+def succeed_many(
+    conn: LedgerConnection,
+    finished: Sequence[Finished],
+    *,
+    worker: str,
+    instance: uuid.UUID | None,
+    now: datetime,
+    sessions: sessionmaker[Session] | None = None,
+) -> set[uuid.UUID]:
+    """``succeed_unclaimed`` for several attempts in one statement; the ids that moved (an
+    attempt cancelled or declared lost meanwhile does not). Outcomes are handed over after."""
+    if not finished:
+        return set()
+    rows = conn.execute(
+        prepared().succeed_many,
+        (
+            [str(f.task_id) for f in finished],
+            [f.attempt for f in finished],
+            [f.started for f in finished],
+            [f.finished for f in finished],
+            [f.result for f in finished],
+            worker,
+            str(instance) if instance else None,
+            now,
+        ),
+    )
+    outcomes = [row[-1] for row in rows if row[-1] is not None]
+    if outcomes and sessions is not None:
+        SEAM.drain(sessions, outcomes)
+    return {uuid.UUID(str(row[0])) for row in rows}
+
+
+def unlock_attempts(conn: LedgerConnection, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
+    """Release this connection's locks on attempts it read but will not run."""
+    if attempts:
+        conn.execute(prepared().unlock, ([str(t) for t, _ in attempts], [n for _, n in attempts]))

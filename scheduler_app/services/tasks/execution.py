@@ -28,6 +28,7 @@ from scheduler_app.services.broker.dispatcher import Dispatch, Dispatcher
 from scheduler_app.services.ledger.connection import LedgerConnection
 from scheduler_app.services.ledger.transitions import (
     ClaimedAttempt,
+    Finished,
     claim_started,
     read_attempt,
     succeed_attempt,
@@ -118,6 +119,10 @@ class Executor:
     ledger: LedgerConnection | None = None
     # observe(queue, task, wait_seconds, run_seconds) after each attempt that ran (metrics).
     observe: Callable[[str, str, float, float], None] | None = None
+    # on_claim(attempt) after each late claim (services/tasks/batching.py).
+    on_claim: Callable[[Attempt], None] | None = None
+    # How long the task code of the last attempt that ran took (seconds), in this process.
+    last_run: float | None = None
 
     def __post_init__(self) -> None:
         self.counters = CounterStore(self.sessions)
@@ -127,7 +132,7 @@ class Executor:
                 self.settings.database_url,
                 synchronous_commit=self.settings.worker_synchronous_commit,
             )
-        self.late_claims = LateClaims(self._claim_started, tick=self.settings.claim_after / 2)
+        self.late_claims = LateClaims(self._late_claim, tick=self.settings.claim_after / 2)
 
     def run(
         self,
@@ -137,6 +142,8 @@ class Executor:
         attempt: int | None = None,
         timeout_error: tuple[type[BaseException], ...] = (),
         eager: bool = False,
+        prefetched: tuple[ClaimedAttempt | None, bool | None] | None = None,
+        deferred: list[Finished] | None = None,
     ) -> AttemptResult:
         """Run one attempt of the task if it is claimable; return what became of it.
 
@@ -146,9 +153,13 @@ class Executor:
         published again or redelivered may have been running on a worker that died before its
         attempt was claimed, so this one is claimed before it runs and a task that kills its
         worker every time still uses up its attempts.
+
+        A batch (services/tasks/batching.py) passes the attempt's read (``prefetched``: what
+        ``read_attempt`` returns, from the batch's one read) and ``deferred``, where an unclaimed
+        success is left for the batch to record with the others instead of being written now.
         """
         tid = uuid.UUID(task_id)
-        read = self._read(tid, worker, attempt, eager)
+        read = self._read(tid, worker, attempt, eager, prefetched)
         if isinstance(read, AttemptResult):
             return read
         if read is None:
@@ -163,7 +174,7 @@ class Executor:
             workflow_id=str(claimed.workflow_id) if claimed.workflow_id else None,
             request_id=claimed.request_id,
         ):
-            return self._run(tid, claimed, current, worker, timeout_error)
+            return self._run(tid, claimed, current, worker, timeout_error, deferred)
 
     def _run(
         self,
@@ -172,6 +183,7 @@ class Executor:
         current: Attempt,
         worker: str,
         timeout_error: tuple[type[BaseException], ...],
+        deferred: list[Finished] | None = None,
     ) -> AttemptResult:
         task_id = str(tid)
         attempt = claimed.attempts
@@ -209,12 +221,12 @@ class Executor:
                 current=current,
             )
         self._observe(claimed, started)
-        return self._succeeded(tid, current, worker, result)
+        return self._succeeded(tid, current, worker, result, deferred)
 
     def _observe(self, claimed: Any, started: float) -> None:
+        run = self.last_run = time.perf_counter() - started
         if self.observe is None:
             return
-        run = time.perf_counter() - started
         # due -> started: the claim stamped started a moment before ``started``.
         wait = (utcnow() - claimed.run_at).total_seconds() - run
         self.observe(claimed.queue, claimed.task, wait, run)
@@ -286,13 +298,37 @@ class Executor:
             now=utcnow(),
         )
 
+    def _late_claim(self, current: Attempt) -> bool:
+        """The claim of an attempt still running at its deadline (LateClaims' thread); the
+        ``on_claim`` hook is told either way (refused: the task was cancelled meanwhile)."""
+        try:
+            return self._claim_started(current)
+        finally:
+            if self.on_claim is not None:
+                self.on_claim(current)
+
+    def status_of(self, tid: uuid.UUID) -> str | None:
+        """The task's state now (None: not found)."""
+        with self.sessions() as session:
+            return session.execute(select(Task.status).where(Task.id == tid)).scalar()
+
     def _read(
-        self, tid: uuid.UUID, worker: str, attempt: int | None, eager: bool
+        self,
+        tid: uuid.UUID,
+        worker: str,
+        attempt: int | None,
+        eager: bool,
+        prefetched: tuple[ClaimedAttempt | None, bool | None] | None = None,
     ) -> tuple[ClaimedAttempt, Attempt] | AttemptResult | None:
         """The attempt to run, read and locked (claimed too if ``eager``); a result or None
         when there is none to run."""
         now = utcnow()
-        claimed, locked = read_attempt(self.ledger, tid, worker=worker, now=now, attempt=attempt)
+        if prefetched is None:
+            claimed, locked = read_attempt(
+                self.ledger, tid, worker=worker, now=now, attempt=attempt
+            )
+        else:
+            claimed, locked = prefetched
         if claimed is not None and locked:
             current = Attempt(tid, claimed.attempts, worker, now)
             after = self.settings.claim_after
@@ -338,7 +374,12 @@ class Executor:
         return None
 
     def _succeeded(
-        self, tid: uuid.UUID, current: Attempt, worker: str, result: Any
+        self,
+        tid: uuid.UUID,
+        current: Attempt,
+        worker: str,
+        result: Any,
+        deferred: list[Finished] | None = None,
     ) -> AttemptResult:
         value = _result_json(result, self.settings.result_max_bytes)
         now = utcnow()
@@ -348,6 +389,10 @@ class Executor:
         if current.refused:
             moved = False
         elif _OUTCOME_WRITE_REMOVED and not current.claimed:
+            moved = True
+        elif deferred is not None and not current.claimed:
+            # recorded with the rest of its batch, which reports it if it did not move
+            deferred.append(Finished(tid, current.number, current.started, now, value))
             moved = True
         elif current.claimed:
             moved = succeed_attempt(
