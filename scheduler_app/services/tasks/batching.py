@@ -7,8 +7,8 @@ the extras in one pipeline; Celery acks the first as ever. Only what is known to
 taken, so that nothing waits long behind a batch or is taken from an idle process:
 
 - the first message and every extra are of task types whose code ran in under
-  ``budget / worker_batch`` seconds the last ``LEARN`` times in this process (``RunTimes``), with no
-  time limit, and not published again or redelivered (those are claimed before they run);
+  ``budget / worker_batch`` seconds the last ``LEARN`` times in this process (``RunTimes``),
+  and not published again or redelivered (those are claimed before they run);
 - the extras are the oldest messages of the first one's queue, highest priority first, and the
   take stops at the first message that is not such (nothing is skipped over, so the order
   stays);
@@ -22,9 +22,11 @@ does, so a worker killed at any point leaves every extra either in its list or i
 from where kombu's restore (and the reconciler) bring it back; a duplicate message in a batch is
 acked without running (the connection's advisory lock is re-entrant, so the read must never see
 an attempt twice); every success is fenced by its attempt number; an extra that runs long after
-all (past ``claim_after``: the usual lazy claim) is listed in the worker's heartbeat from a Redis
-hash (the main process cannot see it) and is killed with its process when cancelled, as Celery
-kills a prefork process running a cancelled first message.
+all (past ``claim_after``: the usual lazy claim) has its batch's earlier successes recorded at
+once, is listed in the worker's heartbeat from a Redis hash (the main process cannot see it),
+and in a prefork pool process is ended with its process when cancelled or past its hard time
+limit, as Celery ends a prefork process running such a first message (its soft limit is a
+SIGALRM in its code). See docs/batching.md.
 """
 
 from __future__ import annotations
