@@ -51,6 +51,7 @@ class WorkerRuntime:
     _ledger: LedgerConnection | None = field(default=None, repr=False)
     _batcher: Batcher | None = field(default=None, repr=False)
     _broker: object = field(default=None, repr=False)
+    _events: object = field(default=None, repr=False)
 
     @property
     def batcher(self) -> Batcher | None:
@@ -69,12 +70,28 @@ class WorkerRuntime:
                 budget=settings.claim_after,
                 timeout_error=(SoftTimeLimitExceeded,),
                 terminable=self.pool_process,
+                events=self.event_dispatcher,
             )
             self._batcher.forget_process()
         return self._batcher
 
     # Set in a prefork pool process (worker_process_init): one whose death the main process sees.
     pool_process: bool = False
+
+    def event_dispatcher(self, hostname: str):
+        """This process's Celery event dispatcher (buffered: a batch's events, one publish)."""
+        cached = self._events
+        if cached is None or cached[0] != (os.getpid(), hostname):
+            self.broker()  # this process's connection, made if it is not yet
+            dispatcher = self.app.events.Dispatcher(
+                self._broker[1],
+                hostname=hostname,
+                enabled=True,
+                buffer_group={"task"},
+                buffer_limit=1 << 20,
+            )
+            cached = self._events = ((os.getpid(), hostname), dispatcher)
+        return cached[1]
 
     def broker(self):
         """This process's Redis client and kombu's keys for the batches' takes and acks."""
@@ -137,6 +154,7 @@ class WorkerRuntime:
         self._executor = None
         self._batcher = None
         self._broker = None  # likewise the parent's broker connection
+        self._events = None
 
     def close(self) -> None:
         """Close this process's ledger connection (a pool process exits)."""
@@ -166,10 +184,16 @@ class WorkerRuntime:
                 self.controls.ask(self.app)
 
         def batches() -> tuple[list[uuid.UUID], int]:
-            # the extras running long in this worker's processes, and how many extras ran
-            pids = {os.getpid(), *(consumer.pool.info.get("processes") or ())}
+            # the extras running long in this worker's processes, and how many extras ran;
+            # tells the processes whether task events are on (Flower turns them on by remote)
+            try:
+                pids = {os.getpid(), *(consumer.pool.info.get("processes") or ())}
+            except AttributeError:  # the pool is stopping
+                pids = {os.getpid()}
             keep = max(self.settings.worker_timeout * 10, 600)
-            return batch_activity(self.broker()[0], self.instance, pids, keep)
+            events = consumer.event_dispatcher
+            on = bool(events and events.enabled and (not events.groups or "task" in events.groups))
+            return batch_activity(self.broker()[0], self.instance, pids, keep, events=on)
 
         self.heartbeat = Heartbeat(
             registry,

@@ -8,6 +8,8 @@ Negative controls:
   /healthcheck answer without credentials and the auth test fails.
 - ``SCHEDULER_TEST_REMOVE=flower-truth``: the worker reports every attempt as a success to
   Celery (as before); the failed task shows SUCCESS in Flower and that test fails.
+- ``SCHEDULER_TEST_REMOVE=batch_events``: a batch sends no events for its extras (the messages
+  its pool process took itself, services/tasks/batching.py); the extras test fails.
 """
 
 from __future__ import annotations
@@ -159,3 +161,26 @@ def test_log_lines_about_a_task_carry_its_context(platform):
         assert entry["queue"] == "default" and entry["task"] == "demo.fail", entry
     failed = [e for e in mine if e["message"] == "task failed"]
     assert failed and failed[0]["error_type"] == "DemoFailure", mine
+
+
+def test_the_extras_of_a_batch_show_in_flower(platform):
+    """Tasks a pool process took with the message Celery gave it show as Celery's own do."""
+    from scheduler_app.models import WorkerInstance
+    from scheduler_app.services.tasks.batching import active_key
+
+    platform.worker_process.wait_for_log("enabled by remote", 60)
+    for i in range(12):  # each pool process sees demo.echo run short
+        done = platform.client.wait(platform.client.submit(task="demo.echo", args=[i])["id"])
+        assert done["status"] == "succeeded"
+    bodies = [{"task": "demo.echo", "args": ["extra", i]} for i in range(12)]
+    ids = [t["id"] for t in platform.client.batch(bodies)]
+    for task_id in ids:
+        assert platform.client.wait(task_id)["status"] == "succeeded"
+    with platform.ext.tasks.sessions() as session:
+        instances = session.query(WorkerInstance.id).all()
+    redis = platform.redis.client()
+    extras = sum(int(redis.hget(active_key(i), "processed") or 0) for (i,) in instances)
+    assert extras > 0, "no batch ran: this test would not show anything"
+    for index, task_id in enumerate(ids):
+        shown = _flower_task(platform, task_id, "SUCCESS")
+        assert shown["args"] == f"['extra', {index}]" and shown["name"] == "demo.echo"

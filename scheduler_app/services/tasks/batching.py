@@ -61,15 +61,16 @@ log = logging.getLogger(__name__)
 LEARN = 4
 TYPES = 256
 
-# KEYS: unacked_index, unacked, then the queue's lists, highest priority first. ARGV: how many,
-# now (kombu's score), then the task types that may be taken. Returns list index, message, ...
+# KEYS: unacked_index, unacked, the worker's batch hash, then the queue's lists, highest priority
+# first. ARGV: how many, now (kombu's score), then the task types that may be taken. Returns
+# whether the worker sends task events (the hash's ``events``), then list index, message, ...
 TAKE = """
 local want = tonumber(ARGV[1])
 local short = {}
 for i = 3, #ARGV do short[ARGV[i]] = true end
-local taken = {}
+local taken = {redis.call('HGET', KEYS[3], 'events') or '0'}
 local count = 0
-for k = 3, #KEYS do
+for k = 4, #KEYS do
   while count < want do
     local raw = redis.call('LINDEX', KEYS[k], -1)
     if not raw then break end
@@ -91,7 +92,7 @@ for k = 3, #KEYS do
     redis.call('ZADD', KEYS[1], ARGV[2], tag)
     local where = cjson.encode(d['exchange']) .. ',' .. cjson.encode(d['routing_key'])
     redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. where .. ']')
-    taken[#taken + 1] = k - 2
+    taken[#taken + 1] = k - 3
     taken[#taken + 1] = raw
     count = count + 1
   end
@@ -131,15 +132,17 @@ def active_key(instance: uuid.UUID) -> str:
 
 
 def batch_activity(
-    client: Any, instance: uuid.UUID, pids: set[int], keep: float
+    client: Any, instance: uuid.UUID, pids: set[int], keep: float, *, events: bool = False
 ) -> tuple[list[uuid.UUID], int]:
     """The extras running long in the processes ``pids`` of ``instance``, and how many extras it
-    ran (the heartbeat adds them to Celery's own). The hash lives ``keep`` seconds past the
-    last call (a worker that died leaves nothing behind for long)."""
+    ran (the heartbeat adds them to Celery's own); records whether the worker sends task
+    ``events`` (its batches send them for their extras). The hash lives ``keep`` seconds past
+    the last call (a worker that died leaves nothing behind for long)."""
     pipe = client.pipeline(transaction=False)
+    pipe.hset(active_key(instance), "events", "1" if events else "0")
     pipe.hgetall(active_key(instance))
     pipe.expire(active_key(instance), max(int(keep), 1))
-    fields = pipe.execute()[0]
+    fields = pipe.execute()[1]
     active, processed = [], 0
     for name, value in fields.items():
         name = name.decode() if isinstance(name, bytes) else name
@@ -147,6 +150,8 @@ def batch_activity(
         try:
             if name == "processed":
                 processed = int(value)
+            elif name == "events":
+                continue
             elif name.startswith("pid:") and int(name[4:]) in pids:
                 active.append(uuid.UUID(value))
         except ValueError:
@@ -193,6 +198,11 @@ class Extra:
     started: float = 0.0  # time.monotonic()
     timeout: float | None = None
     watched: bool = False
+    shown: dict[str, Any] = field(default_factory=dict)  # what Flower's events carry
+
+
+# The headers a task-received event carries (as Celery's consumer sends it for a first message).
+SHOWN = ("argsrepr", "kwargsrepr", "root_id", "parent_id", "retries", "eta", "expires")
 
 
 def _parse(raw: str, list_key: str) -> Extra | None:
@@ -208,6 +218,7 @@ def _parse(raw: str, list_key: str) -> Extra | None:
             tag=message["properties"]["delivery_tag"],
             list_key=list_key,
             raw=raw,
+            shown={k: headers.get(k) for k in SHOWN},
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -235,6 +246,10 @@ class Batcher:
     # A prefork pool process, which a cancel may end (a solo worker's cannot be: Celery's solo
     # pool terminates no task either).
     terminable: bool = False
+    # hostname -> this process's Celery event dispatcher: Flower sees the extras as it sees the
+    # first message (when the worker sends task events, which Flower turns on while it runs)
+    events: Callable[[str], Any] | None = None
+    _events_on: bool = field(default=False, init=False)
     runs: RunTimes = field(init=False)
     _running: Extra | None = field(default=None, init=False)
     _deferred: list[Finished] = field(default_factory=list, init=False)
@@ -280,6 +295,7 @@ class Batcher:
             log.warning("could not take a batch", exc_info=True)
             extras, duplicates = [], []
         done: list[Extra] = []
+        shown: list[tuple[Extra, AttemptResult, float]] = []
         reads: dict[uuid.UUID, Any] = {}
         self._deferred, self._flushed, self._moved = [], set(), set()
         paused = False
@@ -309,11 +325,14 @@ class Batcher:
                     if soft:
                         signal.setitimer(signal.ITIMER_REAL, 0)
                 done.append(extra)
+                shown.append((extra, result, time.monotonic() - extra.started))
                 paused = paused or result.status in ("held", "handed_back")
         finally:
             self._finish(
                 client, index_key, unacked_key, reads, worker, done, extras[len(done) :], duplicates
             )
+        if shown and self._events_on and self.events is not None:
+            self._send_events(worker, shown)
         recorded_later = first in self._flushed
         if first_result.status == "succeeded" and recorded_later and first not in self._moved:
             first_result = AttemptResult("discarded")  # cancelled meanwhile
@@ -347,9 +366,12 @@ class Batcher:
         if not short:
             return [], []
         script = self._script(client, TAKE_UNRECORDED if _removed("batch_unacked") else TAKE)
-        raw = script(
-            keys=[index_key, unacked_key, *keys], args=[self.size - 1, time.time(), *short]
+        hash_key = active_key(self.executor.instance)
+        events, *raw = script(
+            keys=[index_key, unacked_key, hash_key, *keys],
+            args=[self.size - 1, time.time(), *short],
         )
+        self._events_on = events in (b"1", "1") and not _removed("batch_events")
         extras: list[Extra] = []
         duplicates: list[Extra] = []
         unreadable: list[Extra] = []
@@ -447,6 +469,38 @@ class Batcher:
                     extra={"task_id": str(finished.task_id)},
                 )
         return moved
+
+    def _send_events(self, worker: str, ran: Sequence[tuple[Extra, AttemptResult, float]]) -> None:
+        """The events Celery sends for a first message, for each extra, in one publish."""
+        try:
+            dispatcher = self.events(worker)
+            for extra, result, runtime in ran:
+                uuid_ = str(extra.task_id)
+                shown = extra.shown
+                dispatcher.send(
+                    "task-received",
+                    uuid=uuid_,
+                    name=extra.task,
+                    args=shown.get("argsrepr"),
+                    kwargs=shown.get("kwargsrepr"),
+                    root_id=shown.get("root_id"),
+                    parent_id=shown.get("parent_id"),
+                    retries=shown.get("retries") or 0,
+                    eta=shown.get("eta"),
+                    expires=shown.get("expires"),
+                )
+                dispatcher.send("task-started", uuid=uuid_)  # (the dispatcher adds the pid)
+                if result.status in ("failed", "retrying"):
+                    kind = "task-failed" if result.status == "failed" else "task-retried"
+                    dispatcher.send(kind, uuid=uuid_, exception=result.error, traceback="")
+                else:  # as run_ledger_task reports it: None for a success, else what became of it
+                    value = None if result.status == "succeeded" else result.status
+                    dispatcher.send(
+                        "task-succeeded", uuid=uuid_, result=repr(value), runtime=runtime
+                    )
+            dispatcher.flush()
+        except Exception:
+            log.warning("could not send the batch's task events", exc_info=True)
 
     def _script(self, client: Any, text: str) -> Any:
         """The script on this client (EVALSHA; loaded again if Redis lost it)."""
