@@ -32,6 +32,7 @@ import psycopg2
 from bench.environment import RAW_DB, RAW_RESULT_DB, Environment
 from bench.raw_app import make_raw_app
 from bench.scenarios.execution import drain, queue_ours
+from bench.services import cpu_seconds
 from scheduler_app.services.broker.layout import UNACKED_INDEX_KEY, UNACKED_KEY, queue_keys
 from scheduler_app.services.clients.service import ClientService
 from scheduler_app.services.ledger.connection import connect_kwargs
@@ -70,11 +71,6 @@ WITH input AS (
 SELECT id FROM moved"""
 
 
-def _cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
 def consume(database_url: str, broker, batch: int, expected: int, run) -> dict[str, float]:
     """Drain QUEUE in rounds of ``batch``; rate and CPU per task (consumer, its backend, Redis)."""
     conn = psycopg2.connect(**connect_kwargs(database_url), options="-c synchronous_commit=off")
@@ -87,7 +83,12 @@ def consume(database_url: str, broker, batch: int, expected: int, run) -> dict[s
     keys = queue_keys(QUEUE)
     redis_pid = int(broker.info("server")["process_id"])
     done = 0
-    before = (time.perf_counter(), time.process_time(), _cpu(backend), _cpu(redis_pid))
+    before = (
+        time.perf_counter(),
+        time.process_time(),
+        cpu_seconds(psutil.Process(backend)),
+        cpu_seconds(psutil.Process(redis_pid)),
+    )
     while True:
         pop = broker.pipeline(transaction=False)
         for key in keys:
@@ -128,7 +129,12 @@ def consume(database_url: str, broker, batch: int, expected: int, run) -> dict[s
             ack.zrem(UNACKED_INDEX_KEY, tag)
             ack.hdel(UNACKED_KEY, tag)
         ack.execute()
-    after = (time.perf_counter(), time.process_time(), _cpu(backend), _cpu(redis_pid))
+    after = (
+        time.perf_counter(),
+        time.process_time(),
+        cpu_seconds(psutil.Process(backend)),
+        cpu_seconds(psutil.Process(redis_pid)),
+    )
     conn.close()
     if done != expected:
         raise SystemExit(f"batch {batch}: {done} of {expected} tasks succeeded")

@@ -27,6 +27,7 @@ import psutil
 
 from bench.environment import Environment
 from bench.scenarios.execution import queue_ours
+from bench.services import cpu_seconds
 from scheduler_app.services.clients.service import ClientService
 from scheduler_app.services.ledger.connection import LedgerConnection, PreparedStatement
 from scheduler_app.services.ledger.transitions import (
@@ -93,11 +94,6 @@ def _fields(move: Move) -> dict:
     return {f: getattr(move, f) for f in move.__dataclass_fields__}
 
 
-def _cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
 def measure(
     ledger: LedgerConnection,
     ids: list[uuid.UUID],
@@ -109,7 +105,7 @@ def measure(
         cur.execute("SELECT pg_backend_pid()")
         backend = cur.fetchone()[0]
     done = 0
-    before = (time.perf_counter(), time.process_time(), _cpu(backend))
+    before = (time.perf_counter(), time.process_time(), cpu_seconds(psutil.Process(backend)))
     for tid in ids:
         now = datetime.now(UTC)
         if read is not None:
@@ -119,7 +115,7 @@ def measure(
                 succeed, (str(tid), 1, WORKER, datetime.now(UTC), "null", now, None)
             )
             done += len(rows)
-    after = (time.perf_counter(), time.process_time(), _cpu(backend))
+    after = (time.perf_counter(), time.process_time(), cpu_seconds(psutil.Process(backend)))
     if succeed is not None and done != len(ids):
         raise SystemExit(f"{succeed.name}: {done} of {len(ids)} succeeded")
     wall, client, backend_cpu = (b - a for a, b in zip(before, after, strict=True))

@@ -541,9 +541,9 @@ class Batcher:
     def _claimed(self, attempt: Attempt) -> None:
         """The late claim of an attempt of this process, made or refused (the executor's hook,
         LateClaims' thread)."""
-        extra = self._running
         if _removed("batch_watch"):
             return
+        extra = self._running
         if extra is None or extra.task_id != attempt.task_id or extra.watched:
             return  # the first message: Celery lists it, kills it on cancel and at its limit
         extra.watched = True
